@@ -1,0 +1,52 @@
+# The front door: every command a newcomer needs. `make run` brings the stack up; `make test` checks it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+MODEL_STORE ?= model_store
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install archive serve run test test-unit test-integration lint format bench clean docker-build up down
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[examples,dev]'
+	touch $(STAMP)
+
+archive: install
+	$(PY) -m archive build --store $(MODEL_STORE)
+
+serve: install
+	$(PY) -m launcher serve
+
+run: install archive serve
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install lint
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test-integration: install
+	$(BIN)/pytest tests/integration
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf run .pytest_cache .mypy_cache .ruff_cache bench/results
+	find . -name __pycache__ -prune -exec rm -rf {} +
