@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[examples,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[model,examples,dev]'
 	touch $(STAMP)
 
 archive: install
