@@ -1,0 +1,16 @@
+"""The model side of the project: everything that runs inside a TorchServe worker.
+
+One loading path, shared by the build step (``archive/``) and the TorchServe handler:
+
+- ``checkpoint``: read any supported checkpoint file into a clean ``state_dict``.
+- ``model_loading``: import the model class, build it, load the weights with a key report.
+- ``device``: pick the device TorchServe assigned and size torch's thread pool.
+- ``settings``: the handler's settings, read from the archive's ``model-config.yaml``.
+- ``decoding`` / ``tasks``: turn request bodies into tensors and outputs into answers.
+- ``batch``: run one batch of requests, failing bad requests alone.
+- ``predictor``: the above wired together; ``torchserve_entry`` adapts it to TorchServe.
+- ``integrity``: the sha256 manifest that archives carry and the handler verifies.
+
+This package imports torch and nothing of ours outside itself, so it can travel inside a
+``.mar`` and run on a stock TorchServe.
+"""

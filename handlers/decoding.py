@@ -1,0 +1,122 @@
+"""Request bodies to tensors: a JSON nested list, a ``.npy`` array, or a PNG/JPEG image.
+
+Every failure is a RequestError whose message says what was expected, so the client gets a
+400 that tells it how to fix the request and the worker carries on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from handlers.errors import RequestError
+from handlers.settings import ImageSpec, InputSpec
+
+NPY_MAGIC = b"\x93NUMPY"
+# Decompression bombs: refuse before decoding pixels (PIL's own limit only warns at 89 MP).
+MAX_IMAGE_PIXELS = 40_000_000
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+# numpy has no bfloat16: decode as float32, then let torch narrow it.
+NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype("float32" if name == "bfloat16" else name) for name in TORCH_DTYPES
+}
+
+
+def decode_array(payload: Any, spec: InputSpec) -> torch.Tensor:
+    """One instance of shape ``spec.shape`` from a JSON value or ``.npy`` bytes."""
+    expected = f"{spec.dtype} array of shape {list(spec.shape)}"
+    target = NUMPY_DTYPES[spec.dtype]
+    if isinstance(payload, bytes | bytearray):
+        if bytes(payload[:6]) == NPY_MAGIC:
+            array = _load_npy(payload, expected)
+            if not np.can_cast(array.dtype, target, casting="same_kind"):
+                raise RequestError(f"expected a {expected}; got a .npy array of {array.dtype}")
+            array = array.astype(target, copy=False)
+        else:
+            array = _from_json(_parse_json(payload, expected), target, expected)
+    elif isinstance(payload, str):
+        array = _from_json(_parse_json(payload.encode(), expected), target, expected)
+    else:
+        array = _from_json(payload, target, expected)
+    if tuple(array.shape) != spec.shape:
+        raise RequestError(f"expected a {expected}; got shape {list(array.shape)}")
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.to(TORCH_DTYPES[spec.dtype])
+
+
+def decode_image(payload: Any, spec: ImageSpec) -> torch.Tensor:
+    """A normalised ``[C, H, W]`` float32 tensor from PNG or JPEG bytes."""
+    from PIL import Image, UnidentifiedImageError
+
+    expected = (
+        f"a PNG or JPEG image (it is converted to {spec.mode}, {spec.size[0]}x{spec.size[1]})"
+    )
+    if not isinstance(payload, bytes | bytearray) or not payload:
+        raise RequestError(f"expected {expected} as the request body")
+    try:
+        opened = Image.open(io.BytesIO(payload))
+        if opened.format not in IMAGE_FORMATS:
+            raise RequestError(f"expected {expected}; got {opened.format or 'an unknown'} format")
+        width, height = opened.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise RequestError(f"image of {width}x{height} pixels is too large")
+        image = opened.convert(spec.mode)
+        height_out, width_out = spec.size
+        if image.size != (width_out, height_out):
+            image = image.resize((width_out, height_out), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise RequestError(f"expected {expected}; the body could not be decoded") from None
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+    return torch.from_numpy(np.ascontiguousarray((pixels / 255.0 - mean) / std))
+
+
+def _load_npy(payload: bytes | bytearray, expected: str) -> np.ndarray[Any, Any]:
+    try:
+        array = np.load(io.BytesIO(payload), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise RequestError(f"expected a {expected}; the .npy body is invalid ({exc})") from None
+    if not isinstance(array, np.ndarray):
+        raise RequestError(f"expected a {expected}; got an .npz archive")
+    return array
+
+
+def _parse_json(raw: bytes | bytearray, expected: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(
+            f"expected a {expected} as a JSON nested list or an application/x-npy body"
+        ) from None
+
+
+def _from_json(value: Any, target: np.dtype[Any], expected: str) -> np.ndarray[Any, Any]:
+    if isinstance(value, dict | str) or value is None:
+        raise RequestError(f"expected a {expected} as a JSON nested list")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        array = None
+    # Only numbers: numpy would otherwise turn "1.5" into 1.5 or build an object array.
+    if array is None or array.dtype.kind not in "biuf":
+        raise RequestError(f"expected a {expected}; the JSON is not a rectangular list of numbers")
+    if not np.can_cast(array.dtype, target, casting="same_kind"):
+        raise RequestError(f"expected a {expected}; got {array.dtype.name} values")
+    return array.astype(target, copy=False)

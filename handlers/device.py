@@ -1,0 +1,53 @@
+"""Where the model runs, and how many threads torch may use there."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def select_device(gpu_id: int | str | None) -> torch.device:
+    """``cuda:{gpu_id}`` when TorchServe assigned a GPU and CUDA is available, else CPU."""
+    if gpu_id is not None and str(gpu_id) != "" and torch.cuda.is_available():
+        index = int(gpu_id)
+        if 0 <= index < torch.cuda.device_count():
+            return torch.device(f"cuda:{index}")
+        logger.warning(
+            "TorchServe assigned GPU %s but only %d exist; using CPU",
+            gpu_id,
+            torch.cuda.device_count(),
+        )
+    return torch.device("cpu")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Split the cores evenly between a model's workers, at least one thread each."""
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // max(1, workers))
+
+
+def configure_threads(workers: int) -> int:
+    """Size torch's intra-op pool for this worker; returns the thread count chosen.
+
+    TorchServe sets none, and every worker defaulting to all cores makes them fight.
+    """
+    threads = threads_per_worker(workers)
+    torch.set_num_threads(threads)
+    # One inter-op thread: a worker runs one forward at a time. It can only be set once,
+    # before any parallel work, hence the suppress.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+    return threads
