@@ -1,0 +1,154 @@
+"""Run the gateway (`service.app:create_app` under uvicorn) as a child process."""
+
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from launcher.process import ChildProcess, child_env
+from launcher.settings import LauncherSettings
+from launcher.torchserve import check_port_free
+
+logger = logging.getLogger(__name__)
+
+APP_FACTORY = "service.app:create_app"
+# Seconds uvicorn lets in-flight requests finish after SIGTERM before it closes them.
+GRACEFUL_SHUTDOWN_S = 5
+
+
+class Gateway:
+    """The gateway: uvicorn serving `service.app:create_app()` on GATEWAY_HOST:GATEWAY_PORT.
+
+    The app reads its own settings from the environment; the child gets the launcher's
+    environment with `env` on top (TorchServe's address, keys...).
+
+    Args:
+        settings: the gateway's host and port (and the run dir for its output).
+        env: extra environment variables for the gateway.
+        console: send its output to ours instead of `<run_dir>/gateway/console.log`.
+    """
+
+    def __init__(
+        self,
+        settings: LauncherSettings,
+        *,
+        env: Mapping[str, str] | None = None,
+        console: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.env = dict(env or {})
+        self.log_dir = (settings.run_dir / "gateway").resolve()
+        self._console = console
+        self._process: ChildProcess | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.settings.gateway_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - a comparison
+        return f"http://{host}:{self.settings.gateway_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """uvicorn's pid, None before `start()`."""
+        return self._process.pid if self._process else None
+
+    def command(self) -> list[str]:
+        """uvicorn with its fastest event loop and HTTP parser, and no per-request log line."""
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            APP_FACTORY,
+            "--host",
+            self.settings.gateway_host,
+            "--port",
+            str(self.settings.gateway_port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            str(GRACEFUL_SHUTDOWN_S),
+        ]
+
+    def start(self) -> None:
+        """Check the port and start uvicorn; returns at once (see `wait_ready`).
+
+        Raises:
+            PortInUseError: GATEWAY_PORT is taken; nothing was started.
+        """
+        check_port_free("GATEWAY_PORT", self.settings.gateway_host, self.settings.gateway_port)
+        output: Path | None = None if self._console else self.log_dir / "console.log"
+        self._process = ChildProcess(
+            "gateway", self.command(), env=child_env(self.env), output=output
+        )
+        self._process.start()
+        logger.info("gateway starting (pid %s) on %s", self._process.pid, self.url)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until GET /healthz answers 200.
+
+        Raises:
+            ProcessExited: the gateway exited first (the message holds its output's tail).
+            ReadyTimeout: not ready within `timeout` seconds.
+        """
+        if self._process is None:
+            raise RuntimeError("the gateway was not started")
+        with httpx.Client(trust_env=False, timeout=5.0) as client:
+
+            def healthy() -> bool:
+                try:
+                    return client.get(f"{self.url}/healthz").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            self._process.wait_until(healthy, timeout=timeout, what="GET /healthz answered 200")
+        logger.info("gateway ready on %s", self.url)
+
+    def returncode(self) -> int | None:
+        """uvicorn's exit status, or None while it runs."""
+        return self._process.returncode() if self._process else None
+
+    def stop(self, grace: float = GRACEFUL_SHUTDOWN_S + 5.0) -> None:
+        """Stop uvicorn (SIGTERM, then SIGKILL after `grace` s)."""
+        if self._process is not None:
+            code = self._process.stop(grace)
+            logger.info("gateway stopped (status %s)", code)
+
+    def __enter__(self) -> Self:
+        """Start and wait until healthy; on failure stop what was started and re-raise."""
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def gateway_env_for(
+    settings: LauncherSettings, torchserve_host: str = "127.0.0.1"
+) -> dict[str, str]:
+    """The variables that point the gateway at the TorchServe described by `settings`."""
+    return {
+        "TORCHSERVE_HOST": torchserve_host,
+        "TORCHSERVE_INFERENCE_PORT": str(settings.torchserve_inference_port),
+        "TORCHSERVE_MANAGEMENT_PORT": str(settings.torchserve_management_port),
+        "MODEL_STORE": str(settings.model_store.resolve()),
+        "GATEWAY_HOST": settings.gateway_host,
+        "GATEWAY_PORT": str(settings.gateway_port),
+    }
