@@ -51,6 +51,10 @@ def load_checkpoint_object(path: Path, map_location: torch.device | str = "cpu")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):
+            raise CheckpointError(
+                f"{path.name} can't be read as a PyTorch checkpoint: {_unpickling_detail(exc)}"
+            ) from None
         raise CheckpointError(
             f"{path.name} is not a plain checkpoint: loading it needs arbitrary unpickling "
             f"(a whole model saved with torch.save(model), or custom Python objects), which can "

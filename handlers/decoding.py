@@ -119,4 +119,8 @@ def _from_json(value: Any, target: np.dtype[Any], expected: str) -> np.ndarray[A
         raise RequestError(f"expected a {expected}; the JSON is not a rectangular list of numbers")
     if not np.can_cast(array.dtype, target, casting="same_kind"):
         raise RequestError(f"expected a {expected}; got {array.dtype.name} values")
-    return array.astype(target, copy=False)
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            return array.astype(target, copy=False)
+    except FloatingPointError:
+        raise RequestError(f"expected a {expected}; values are out of range") from None

@@ -151,12 +151,12 @@ def build_model(
         for k, v in state_dict.items()
         if k in expected and tuple(v.shape) == tuple(expected[k].shape)
     }
-    if not report.missing and not _has_unsaved_state(meta_model, expected):
+    if not (report.missing or report.mismatched) and not _has_unsaved_state(meta_model, expected):
         meta_model.load_state_dict(loadable, strict=False, assign=True)
         model = meta_model.to(device)
         _check_materialised(model, name)
     else:
-        # Keys the checkpoint lacks must keep real initial values: build for real.
+        # Weights the checkpoint lacks or can't fill keep real initial values: build for real.
         model = _construct(model_class, kwargs, device)
         model.load_state_dict(loadable, strict=False)
     model.eval()

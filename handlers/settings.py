@@ -85,7 +85,9 @@ class HandlerSettings:
             raise SettingsError(f"unknown handler setting(s): {', '.join(unknown)}")
         for required in ("model_file", "model_class", "checkpoint"):
             if not isinstance(raw.get(required), str) or not raw[required]:
-                raise SettingsError(f"handler setting {required!r} is required (a non-empty string)")
+                raise SettingsError(
+                    f"handler setting {required!r} is required (a non-empty string)"
+                )
         task = _choice(raw, "task", TASKS, "tensor")
         kwargs = raw.get("model_kwargs") or {}
         if not isinstance(kwargs, Mapping):

@@ -1,0 +1,49 @@
+import torch
+
+from handlers.batch import Failure, run_batch, split_rows
+from handlers.model_loading import build_model, import_model_class
+from handlers.settings import InputSpec
+from handlers.tasks import TensorTask
+from tests.unit.handlers.helpers import MODELS_FILE, affine_expected, affine_state_dict
+
+CPU = torch.device("cpu")
+TASK = TensorTask(InputSpec((4,), "float32"))
+
+
+def model(name: str) -> torch.nn.Module:
+    built, _ = build_model(import_model_class(MODELS_FILE, name), affine_state_dict())
+    return built
+
+
+def test_a_bad_request_fails_alone() -> None:
+    good = [1.0, 2.0, 3.0, 4.0]
+    outcomes = run_batch(model("Affine"), TASK, [good, [1.0, 2.0], good], CPU)
+    assert outcomes[0] == affine_expected(good) == outcomes[2]
+    assert isinstance(outcomes[1], Failure) and outcomes[1].code == 400
+    assert "shape [4]" in outcomes[1].message
+
+
+def test_a_poisonous_input_fails_alone_after_the_batch_fails() -> None:
+    good, poison = [1.0, 1.0, 1.0, 1.0], [-1.0, 0.0, 0.0, 0.0]
+    outcomes = run_batch(model("RefusesNegative"), TASK, [good, poison, good], CPU)
+    assert outcomes[0] == affine_expected(good) == outcomes[2]
+    assert isinstance(outcomes[1], Failure) and outcomes[1].code == 500
+    assert "negative input" in outcomes[1].message
+
+
+def test_wrong_batch_size_from_the_model_fails_every_request() -> None:
+    outcomes = run_batch(model("WrongBatch"), TASK, [[0.0] * 4, [1.0] * 4], CPU)
+    assert all(isinstance(o, Failure) and o.code == 500 for o in outcomes)
+    assert "for a batch of 1" in outcomes[0].message
+
+
+def test_all_bad_requests_never_reach_the_model() -> None:
+    outcomes = run_batch(model("Affine"), TASK, ["x", None], CPU)
+    assert [o.code for o in outcomes] == [400, 400]
+
+
+def test_nested_outputs_are_split_by_row() -> None:
+    out = {"a": torch.arange(4).reshape(2, 2), "b": (torch.tensor([1, 2]), torch.tensor([3, 4]))}
+    rows = split_rows(out, 2)
+    assert rows[1]["a"].tolist() == [2, 3]
+    assert [t.item() for t in rows[0]["b"]] == [1, 3]

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from handlers.device import configure_threads, select_device, threads_per_worker
+
+
+def test_cpu_when_no_gpu_is_assigned() -> None:
+    assert select_device(None) == torch.device("cpu")
+    assert select_device("") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_cpu_when_cuda_is_unavailable() -> None:
+    assert select_device(0) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (4, 2, 1), (2, 16, 8), (0, 4, 4)]
+)
+def test_cores_are_split_between_workers(workers: int, cores: int, threads: int) -> None:
+    assert threads_per_worker(workers, cores) == threads
+
+
+def test_configure_threads_sets_torch() -> None:
+    before = torch.get_num_threads()
+    try:
+        chosen = configure_threads(workers=10_000)
+        assert chosen == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
