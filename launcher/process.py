@@ -50,7 +50,7 @@ def read_tail(paths: Sequence[Path], lines: int = 40) -> str:
     for path in paths:
         if path.is_file():
             text = path.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- last lines of {path} ---\n" + "\n".join(text))
+            parts.append(f"--- last lines of {path} ---\n" + ("\n".join(text) or "(empty)"))
     return "\n".join(parts) if parts else "(no log written)"
 
 

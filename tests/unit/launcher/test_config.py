@@ -78,7 +78,6 @@ def test_security_and_runtime_switches(settings: LauncherSettings) -> None:
     assert props["install_py_dep_per_model"] == "false"
     assert props["enable_envvars_config"] == "false"
     assert props["metrics_mode"] == "prometheus"
-    assert props["async_logging"] == "true"
     assert props["default_workers_per_model"] == "3"
     assert 0 < int(props["job_queue_size"]) <= 1000
 

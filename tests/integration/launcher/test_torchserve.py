@@ -1,0 +1,146 @@
+"""A real TorchServe started by the launcher: where it listens, what it writes, how it stops."""
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from launcher.errors import ProcessExited, ReadyTimeout
+from launcher.torchserve import TorchServe
+from tests.support.archives import build_echo_archive
+from tests.support.servers import running_torchserve, torchserve_settings
+
+pytestmark = pytest.mark.integration
+
+FAILING_HANDLER = """
+def handle(data, context):
+    raise RuntimeError("this model cannot load: marker-7d1f")
+"""
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def none_alive(processes: list[psutil.Process]) -> bool:
+    return not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes)
+
+
+@pytest.fixture
+def client() -> httpx.Client:
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        yield client
+
+
+def test_predicts_listens_on_loopback_only_and_stops_cleanly(
+    echo_store: Path, tmp_path: Path, client: httpx.Client
+) -> None:
+    with running_torchserve(echo_store, tmp_path / "run") as ts:
+        answer = client.post(f"{ts.inference_url}/predictions/echo", content=b"12345")
+        metrics = client.get(f"{ts.metrics_url}/metrics")
+        assert ts.pid is not None
+        tree = process_tree(ts.pid)
+        listening = {
+            (c.laddr.ip.removeprefix("::ffff:"), c.laddr.port)
+            for p in tree
+            for c in p.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN
+        }
+        s = ts.settings
+        worker_sockets = list(ts.tmp_dir.glob(".ts.sock.*"))
+        commands = [" ".join(p.cmdline()) for p in tree]
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"echo_bytes": 5}
+    assert metrics.status_code == 200 and "ts_inference_requests_total" in metrics.text
+    assert listening == {
+        ("127.0.0.1", s.torchserve_inference_port),
+        ("127.0.0.1", s.torchserve_management_port),
+        ("127.0.0.1", s.torchserve_metrics_port),
+        ("127.0.0.1", s.torchserve_grpc_inference_port),
+        ("127.0.0.1", s.torchserve_grpc_management_port),
+    }
+    assert [p.name for p in worker_sockets] == [f".ts.sock.{s.torchserve_worker_port}"]
+    assert "org.pytorch.serve.ModelServer" in commands[0]
+    assert any("model_service_worker" in command for command in commands[1:])
+    assert none_alive(tree)
+    assert (ts.log_dir / "access_log.log").is_file()
+    assert (ts.log_dir / "ts_log.log").is_file()
+
+
+def test_state_stays_in_the_run_dir(echo_store: Path, tmp_path: Path) -> None:
+    cwd = Path.cwd()
+    before = set(cwd.iterdir())
+
+    with running_torchserve(echo_store, tmp_path / "run") as ts:
+        assert ts.run_dir.is_relative_to(tmp_path)
+
+    assert set(cwd.iterdir()) == before
+    assert not (cwd / "logs").exists()
+
+
+def test_two_torchserves_run_side_by_side(
+    echo_store: Path, tmp_path: Path, client: httpx.Client
+) -> None:
+    with (
+        running_torchserve(echo_store, tmp_path / "one") as one,
+        running_torchserve(echo_store, tmp_path / "two") as two,
+    ):
+        for ts in (one, two):
+            answer = client.post(f"{ts.inference_url}/predictions/echo", content=b"abc")
+            assert answer.json() == {"echo_bytes": 3}
+
+
+def test_models_can_be_registered_only_from_the_store(
+    echo_store: Path, tmp_path: Path, client: httpx.Client
+) -> None:
+    outside = tmp_path / "outside"
+    build_echo_archive(outside, name="stranger")
+
+    with running_torchserve(echo_store, tmp_path / "run") as ts:
+        refused = client.post(
+            f"{ts.management_url}/models", params={"url": f"file://{outside}/stranger.mar"}
+        )
+        remote = client.post(
+            f"{ts.management_url}/models", params={"url": "https://example.com/x.mar"}
+        )
+
+    assert refused.status_code >= 400
+    assert remote.status_code >= 400
+
+
+def test_a_model_that_cannot_load_times_out_with_its_error(tmp_path: Path) -> None:
+    handler = tmp_path / "failing_handler.py"
+    handler.write_text(FAILING_HANDLER)
+    from model_archiver.model_archiver_config import ModelArchiverConfig
+    from model_archiver.model_packaging import generate_model_archive
+
+    store = tmp_path / "store"
+    store.mkdir()
+    generate_model_archive(
+        ModelArchiverConfig(
+            model_name="failing", handler=str(handler), version="1.0", export_path=str(store)
+        )
+    )
+
+    with (
+        pytest.raises(ReadyTimeout, match="marker-7d1f"),
+        running_torchserve(store, tmp_path / "run", timeout=10),
+    ):
+        pass
+
+
+def test_an_early_exit_is_reported_with_the_log_tail(echo_store: Path, tmp_path: Path) -> None:
+    ts = TorchServe(torchserve_settings(echo_store, tmp_path / "run"))
+    ts.start()
+    try:
+        assert ts.pid is not None
+        os.kill(ts.pid, signal.SIGKILL)
+        with pytest.raises(ProcessExited, match=r"(?s)exited with status -9.*console.log"):
+            ts.wait_ready(timeout=60)
+    finally:
+        ts.stop()
