@@ -50,3 +50,18 @@ bench: install
 clean:
 	rm -rf run .pytest_cache .mypy_cache .ruff_cache bench/results
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# Containers (docker/): TorchServe on an internal network behind the gateway, whose port is
+# the only one published. GPU: COMPOSE_FILES="docker/compose.yaml docker/compose.gpu.yaml".
+COMPOSE_FILES ?= docker/compose.yaml
+COMPOSE := docker compose $(addprefix -f ,$(COMPOSE_FILES))
+
+docker-build:
+	$(COMPOSE) build
+
+up:
+	@test -f docker/.env || { echo "docker/.env is missing: cp docker/.env.example docker/.env, then set the keys" >&2; exit 1; }
+	$(COMPOSE) up -d --wait
+
+down:
+	$(COMPOSE) down
