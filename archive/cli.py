@@ -1,0 +1,107 @@
+"""The ``python -m archive`` command line: ``build``, ``inspect`` and ``convert``.
+
+Exit status: 0 on success, 1 when a model or file fails (the message names it and says why),
+2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from archive.build import DEFAULT_STORE, build_models
+from archive.convert import WARNING, convert_pickled_model
+from archive.errors import ArchiveError
+from archive.inspection import describe_checkpoint
+from archive.spec import DEFAULT_SPEC
+from handlers.errors import HandlerError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        status: int = args.run(args)
+    except (ArchiveError, HandlerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return status
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m archive",
+        description="Turn PyTorch checkpoints into validated, reproducible TorchServe archives.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    build = commands.add_parser(
+        "build", help="check and pack the models of a spec into a model store"
+    )
+    build.add_argument("names", nargs="*", metavar="NAME", help="models to build (default: all)")
+    build.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="default: %(default)s")
+    build.add_argument("--store", type=Path, default=DEFAULT_STORE, help="default: %(default)s")
+    build.add_argument(
+        "--force", action="store_true", help="rebuild even when an archive is up to date"
+    )
+    build.set_defaults(run=run_build)
+
+    inspect = commands.add_parser("inspect", help="list what a checkpoint file holds")
+    inspect.add_argument("checkpoint", type=Path)
+    inspect.set_defaults(run=run_inspect)
+
+    convert = commands.add_parser(
+        "convert", help="turn a whole pickled model (torch.save(model)) into a state_dict file"
+    )
+    convert.add_argument("source", type=Path, metavar="MODEL.pt")
+    convert.add_argument("output", type=Path, metavar="OUT")
+    convert.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="required: unpickling runs code, so only for files you made or trust",
+    )
+    convert.add_argument(
+        "--model-file", type=Path, metavar="FILE", help="Python file defining the model's class"
+    )
+    convert.set_defaults(run=run_convert)
+    return parser
+
+
+def run_build(args: argparse.Namespace) -> int:
+    results = build_models(args.spec, args.store, args.names, force=args.force, progress=_say)
+    built = sum(result.status == "built" for result in results)
+    _say(
+        f"{len(results)} archive(s) in {args.store}: {built} built, {len(results) - built} skipped"
+    )
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    print(describe_checkpoint(args.checkpoint))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    if not args.trust_pickle:
+        print(
+            f"error: refusing to unpickle {args.source} without --trust-pickle: "
+            + WARNING.format(path=args.source),
+            file=sys.stderr,
+        )
+        return 2
+    converted = convert_pickled_model(args.source, args.output, args.model_file)
+    print(
+        f"wrote {args.output}: {converted.tensors} tensors, {converted.values:,} values "
+        f"of {converted.model_module}.{converted.model_class}\n"
+        f'in models.toml: model_class = "{converted.model_class}", '
+        f'checkpoint = "{args.output}"'
+    )
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,76 @@
+"""The gate: prove that a spec entry loads and answers before anything is packed.
+
+It runs the handler's own code, not a copy: ``handlers.predictor.load_predictor`` loads the
+checkpoint into the class on CPU (strict as the spec says), then ``Predictor.predict``
+(decode -> forward -> encode) answers the task's example bodies, alone and in a full batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archive.errors import GateError
+from archive.spec import ModelSpec
+from handlers.batch import Failure
+from handlers.errors import HandlerError
+from handlers.predictor import Predictor, load_predictor
+
+logger = logging.getLogger(__name__)
+
+# Example bodies are random but fixed, so a build is reproducible and a failure repeatable.
+EXAMPLE_SEED = 0
+
+
+def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
+    """Load ``entry`` from files relative to ``base_dir`` and check it answers; returns it loaded.
+
+    Raises GateError naming the model and the cause: the checkpoint or class can't be loaded
+    (with the key report for a key or shape mismatch), or a request got no answer of the task's
+    form at batch size 1 or at the serving batch size.
+    """
+    try:
+        predictor = load_predictor(entry.handler_settings(), base_dir, "cpu")
+    except HandlerError as exc:
+        raise GateError(f"model {entry.name!r} does not load: {exc}") from exc
+    except Exception as exc:  # the user's class or checkpoint, anything can happen in there
+        raise GateError(f"model {entry.name!r} does not load: {type(exc).__name__}: {exc}") from exc
+    if not predictor.report.clean:
+        logger.warning("%s: loaded with strict = false: %s", entry.name, predictor.report.format())
+    examples = predictor.task.example_payloads(np.random.default_rng(EXAMPLE_SEED))
+    for example in examples:
+        check_batch(entry.name, predictor, [example])
+    batch_size = entry.serving.batch_size
+    if batch_size > 1:
+        check_batch(entry.name, predictor, [examples[i % len(examples)] for i in range(batch_size)])
+    return predictor
+
+
+def check_batch(name: str, predictor: Predictor, payloads: Sequence[Any]) -> None:
+    """Run one batch through ``predictor``; GateError unless every request got a good answer."""
+    size = len(payloads)
+    try:
+        outcomes = predictor.predict(payloads)
+    except Exception as exc:
+        raise GateError(
+            f"model {name!r} failed a batch of {size}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if len(outcomes) != size:
+        raise GateError(f"model {name!r} gave {len(outcomes)} answers to a batch of {size}")
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, Failure):
+            raise GateError(
+                f"model {name!r} failed request {index} of a batch of {size} "
+                f"({outcome.type}): {outcome.message}"
+            )
+        try:
+            predictor.task.check_answer(outcome)
+        except ValueError as exc:
+            raise GateError(
+                f"model {name!r} gave a malformed answer to request {index} of a batch of "
+                f"{size}: {exc}"
+            ) from exc
