@@ -127,10 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         settings = LauncherSettings()
-    except pydantic.ValidationError as exc:
-        logger.error("invalid settings in the environment:\n%s", exc)
-        return 2
-    try:
         if args.command == "serve":
             run_serve(settings, args.models)
         elif args.command == "torchserve":
@@ -143,4 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LauncherError as exc:
         logger.error("%s", exc)
         return 1
+    except pydantic.ValidationError as exc:
+        logger.error("invalid settings in the environment:\n%s", exc)
+        return 2
     return 0

@@ -1,6 +1,5 @@
 """Render TorchServe's config.properties (and name its log4j2.xml) from the launcher's settings."""
 
-import os
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -8,10 +7,8 @@ from pathlib import Path
 from string import Template
 
 from launcher.settings import LauncherSettings
+from service.settings import GatewaySettings
 
-# The gateway's default body limit (`GATEWAY_MAX_BODY_BYTES`).
-# TODO(launcher): read it from service.settings.GatewaySettings once the gateway lands.
-DEFAULT_GATEWAY_MAX_BODY_BYTES = 10 * 1024 * 1024
 # TorchServe's limits sit above the gateway's by this much, for the multipart framing or
 # headers that the gateway may add around a body it has accepted.
 BODY_LIMIT_HEADROOM_BYTES = 64 * 1024
@@ -20,8 +17,12 @@ JOB_QUEUE_SIZE = 100
 
 
 def gateway_max_body_bytes() -> int:
-    """The largest request body the gateway accepts, from `GATEWAY_MAX_BODY_BYTES`."""
-    return int(os.environ.get("GATEWAY_MAX_BODY_BYTES", DEFAULT_GATEWAY_MAX_BODY_BYTES))
+    """The largest request body the gateway accepts (`GATEWAY_MAX_BODY_BYTES`).
+
+    Read through the gateway's own settings, so the name, default and validation are
+    defined once. Raises pydantic.ValidationError if the gateway's environment is invalid.
+    """
+    return GatewaySettings().gateway_max_body_bytes
 
 
 def log4j2_config_path() -> Path:

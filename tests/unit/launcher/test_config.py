@@ -7,12 +7,12 @@ import pytest
 
 from launcher.config import (
     BODY_LIMIT_HEADROOM_BYTES,
-    DEFAULT_GATEWAY_MAX_BODY_BYTES,
     allowed_urls_pattern,
     load_models_value,
     render_torchserve_config,
 )
 from launcher.settings import LauncherSettings
+from service.settings import DEFAULT_MAX_BODY_BYTES
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -105,8 +105,8 @@ def test_body_limits_follow_the_gateway_default(
     monkeypatch.delenv("GATEWAY_MAX_BODY_BYTES", raising=False)
     props = parse_properties(render_torchserve_config(settings))
 
-    assert DEFAULT_GATEWAY_MAX_BODY_BYTES == 10485760
-    expected = DEFAULT_GATEWAY_MAX_BODY_BYTES + BODY_LIMIT_HEADROOM_BYTES
+    assert DEFAULT_MAX_BODY_BYTES == 10485760
+    expected = DEFAULT_MAX_BODY_BYTES + BODY_LIMIT_HEADROOM_BYTES
     assert int(props["max_request_size"]) == expected
     assert int(props["max_response_size"]) == expected
 
