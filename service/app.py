@@ -1,0 +1,83 @@
+"""The gateway app: `create_app(settings)` builds it; nothing happens at import time.
+
+Launched by the launcher as
+`python -m uvicorn --factory service.app:create_app --host H --port P --loop uvloop
+--http httptools --no-access-log`. The lifespan opens the one TorchServe client
+(`service.upstream.TorchServeClient`) and closes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.auth import KeyRing
+from service.error_handlers import install_error_handlers
+from service.metrics import GatewayMetrics
+from service.middleware import GatewayMiddleware
+from service.proxy import GatewayState
+from service.routes import docs, health, inference, management
+from service.settings import GatewaySettings
+from service.upstream import TorchServeClient
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+The only front door to TorchServe: its inference and management APIs on one port, behind
+bearer keys, with request limits, one error format `{"code", "type", "message"}`, truthful
+health checks and Prometheus metrics.
+"""
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """Build the gateway for `settings` (default: read from the environment now).
+
+    Raises `pydantic.ValidationError` for invalid settings, before anything listens.
+    """
+    settings = settings or GatewaySettings()
+    state = GatewayState(
+        settings=settings,
+        keys=KeyRing.from_strings(
+            settings.gateway_inference_keys, settings.gateway_management_keys
+        ),
+        metrics=GatewayMetrics(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.upstream = TorchServeClient(settings)
+        logger.info(
+            "Gateway up: TorchServe at %s (inference), %s (management); transport %s; "
+            "management API %s",
+            settings.inference_url,
+            settings.management_url,
+            settings.gateway_upstream_transport.value,
+            "on" if settings.gateway_management_keys else "off",
+        )
+        try:
+            yield
+        finally:
+            await state.upstream.aclose()
+            state.upstream = None
+
+    app = FastAPI(
+        title="TorchServe gateway",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served by service.routes.docs, without a CDN
+        redoc_url=None,
+    )
+    app.state.gateway = state
+    app.include_router(inference.router)
+    app.include_router(management.router)
+    app.include_router(health.router)
+    docs.add_docs(app)
+    install_error_handlers(app)
+    app.add_middleware(
+        GatewayMiddleware, metrics=state.metrics, max_in_flight=settings.gateway_max_in_flight
+    )
+    return app

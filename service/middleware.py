@@ -1,0 +1,99 @@
+"""The one ASGI middleware: request id, the in-flight bound, metrics, the last-resort 500.
+
+Plain ASGI rather than `BaseHTTPMiddleware`, which would add a task and a stream per
+request. For each HTTP request it:
+- takes the client's `X-Request-ID` or makes one (`scope[REQUEST_ID_KEY]`), and returns it;
+- refuses a proxied request (`/predictions`, `/models`) beyond GATEWAY_MAX_IN_FLIGHT with
+  503 `Overloaded` and `Retry-After`, before any other work;
+- records the answer in `GatewayMetrics` under the route template that matched;
+- turns an exception nothing else handled into the one error format (500), logged with
+  its request id, with no detail sent to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import GatewayError, Overloaded
+from service.headers import REQUEST_ID_HEADER, request_id_from
+from service.metrics import NO_MODEL, UNMATCHED_ROUTE, GatewayMetrics
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "gateway.request_id"
+# Set by a route once TorchServe answered for a model without a 404 (see metrics.py).
+MODEL_KEY = "gateway.model"
+_BOUNDED_PREFIXES = ("/predictions/", "/models")
+
+
+async def send_error(send: Send, error: GatewayError, request_id: bytes) -> None:
+    """Send `error` as a complete response in the one error format."""
+    body = error.body()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (REQUEST_ID_HEADER, request_id),
+        *error.headers(),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GatewayMiddleware:
+    """See the module docstring; one instance per app, so the in-flight count is per app."""
+
+    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, max_in_flight: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = request_id_from(scope["headers"])
+        scope[REQUEST_ID_KEY] = request_id
+        bounded = scope["path"].startswith(_BOUNDED_PREFIXES)
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started = True
+                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id)]
+            await send(message)
+
+        if bounded:
+            if self.in_flight >= self.max_in_flight:
+                error = Overloaded()
+                await send_error(send, error, request_id)
+                self._observe(scope, error.status, start)
+                return
+            self.in_flight += 1
+            self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("Unhandled error (request id %s)", request_id.decode())
+            if not started:
+                status = 500
+                await send_error(send, GatewayError(), request_id)
+        finally:
+            if bounded:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
+            self._observe(scope, status, start)
+
+    def _observe(self, scope: Scope, status: int, start: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", UNMATCHED_ROUTE)
+        model = scope.get(MODEL_KEY, NO_MODEL)
+        elapsed = time.perf_counter() - start
+        self.metrics.observe(template, scope["method"], model, status, elapsed)

@@ -1,0 +1,100 @@
+"""The gateway's settings, read from the environment once, when the app is created.
+
+The names carry no prefix because the launcher and the docker deployment share them
+(`GATEWAY_PORT`, `TORCHSERVE_INFERENCE_PORT`, ...; see `launcher.settings`). The launcher
+imports `GatewaySettings` to render TorchServe's `max_request_size` from
+`GATEWAY_MAX_BODY_BYTES`, so one number bounds a body on both sides.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+# Keys are split on commas by `_split_keys`, not decoded as JSON.
+Keys = Annotated[tuple[str, ...], NoDecode]
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+MIN_KEY_LENGTH = 16
+
+
+class UpstreamTransport(StrEnum):
+    """Which httpx transport carries requests to TorchServe (measured: README, "Gateway")."""
+
+    AIOHTTP = "aiohttp"  # service.transport.AiohttpTransport: the fastest measured
+    HTTPCORE = "httpcore"  # httpx's own AsyncHTTPTransport: pure Python, slower
+
+
+class GatewaySettings(BaseSettings):
+    """Where the gateway listens, where TorchServe is, and the limits and keys it enforces.
+
+    Validated when constructed: a bad port, a non-positive limit or a key shorter than
+    `MIN_KEY_LENGTH` raises `pydantic.ValidationError` before the server accepts anything.
+    """
+
+    # hide_input_in_errors: a validation error must not print a key into the logs.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Port = 8000
+
+    torchserve_host: str = "127.0.0.1"
+    torchserve_inference_port: Port = 8080
+    torchserve_management_port: Port = 8081
+    torchserve_metrics_port: Port = 8082
+
+    # `POST /models?url=<name>.mar` may name only an archive in this directory.
+    model_store: Path = Path("model_store")
+
+    # Comma-separated bearer keys. No defaults: with no inference keys, inference is open;
+    # with no management keys, management is off (403).
+    gateway_inference_keys: Keys = Field(default=(), repr=False)
+    gateway_management_keys: Keys = Field(default=(), repr=False)
+
+    gateway_max_body_bytes: Annotated[int, Field(gt=0)] = DEFAULT_MAX_BODY_BYTES
+    # The whole upstream call, connect to last byte: past it the client gets 504.
+    gateway_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Connecting to TorchServe on loopback is instant or refused; a short bound makes an
+    # unreachable TorchServe a quick 503 rather than a wait.
+    gateway_connect_timeout_s: Annotated[float, Field(gt=0)] = 0.5
+    # Proxied requests (predictions and management) in flight at once; beyond it: 503.
+    gateway_max_in_flight: Annotated[int, Field(gt=0)] = 256
+    # The upstream connection pool's size.
+    gateway_upstream_connections: Annotated[int, Field(gt=0)] = 100
+    gateway_upstream_transport: UpstreamTransport = UpstreamTransport.AIOHTTP
+    # `/readyz` asks TorchServe about this many models at once, each within this time.
+    gateway_readiness_concurrency: Annotated[int, Field(gt=0)] = 8
+    gateway_readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+
+    @field_validator("gateway_inference_keys", "gateway_management_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("gateway_inference_keys", "gateway_management_keys")
+    @classmethod
+    def _check_keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        for key in keys:
+            if len(key) < MIN_KEY_LENGTH:
+                # The message must not echo the key: settings errors end up in logs.
+                raise ValueError(f"every key must be at least {MIN_KEY_LENGTH} characters long")
+            if not key.isascii() or not key.isprintable() or " " in key:
+                raise ValueError("keys must be printable ASCII without spaces")
+        return keys
+
+    @property
+    def inference_url(self) -> str:
+        """TorchServe's inference API base URL, no trailing slash."""
+        return f"http://{self.torchserve_host}:{self.torchserve_inference_port}"
+
+    @property
+    def management_url(self) -> str:
+        """TorchServe's management API base URL, no trailing slash."""
+        return f"http://{self.torchserve_host}:{self.torchserve_management_port}"
