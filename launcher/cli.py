@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
@@ -20,9 +21,11 @@ from launcher.errors import LauncherError
 from launcher.gateway import Gateway, gateway_env_for
 from launcher.settings import LauncherSettings
 from launcher.torchserve import TorchServe
+from service.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
+EXAMPLES = Path("examples")
 # How often the supervisor looks at its children between signals.
 SUPERVISE_INTERVAL_S = 0.5
 
@@ -57,25 +60,35 @@ def supervise(children: dict[str, Child]) -> None:
         idle.wait(SUPERVISE_INTERVAL_S)  # a signal interrupts the wait by raising Stopped
 
 
-def curl_example(gateway_url: str, models: Sequence[str]) -> str:
-    """A command a user can paste to get a first prediction through the gateway."""
+def curl_example(
+    gateway_url: str, models: Sequence[str], *, needs_key: bool, examples: Path = EXAMPLES
+) -> str:
+    """A command a user can paste to get a first prediction through the gateway.
+
+    It names the first model, and its `examples/<model>/sample.*` file when there is one.
+    """
     model = models[0] if models else "<model>"
-    return f"curl -X POST {gateway_url}/predictions/{model} -T <input file>"
+    samples = sorted(examples.glob(f"{model}/sample.*")) if models else []
+    body = str(samples[0]) if samples else "<input file>"
+    auth = ' -H "Authorization: Bearer <key>"' if needs_key else ""
+    return f"curl -X POST{auth} {gateway_url}/predictions/{model} -T {body}"
 
 
 def run_serve(settings: LauncherSettings, models: Sequence[str] | None) -> None:
     """TorchServe (output in RUN_DIR) then the gateway in front of it, until stopped."""
     torchserve = TorchServe(settings, models=models)
     gateway = Gateway(settings, env=gateway_env_for(settings), console=True)
+    needs_key = bool(GatewaySettings().gateway_inference_keys)
+    gateway.check_port()  # before TorchServe's start-up, not after it
     try:
         torchserve.start()
         loaded = torchserve.wait_ready()
         gateway.start()
         gateway.wait_ready()
+        example = curl_example(gateway.url, loaded, needs_key=needs_key)
         print(
             f"\nThe gateway is ready on {gateway.url} (TorchServe: {torchserve.inference_url},"
-            f" logs in {torchserve.log_dir}).\nTry:\n  {curl_example(gateway.url, loaded)}\n"
-            "Press Ctrl-C to stop.\n",
+            f" logs in {torchserve.log_dir}).\nTry:\n  {example}\nPress Ctrl-C to stop.\n",
             flush=True,
         )
         supervise({"TorchServe": torchserve, "gateway": gateway})

@@ -77,13 +77,17 @@ class Gateway:
             str(GRACEFUL_SHUTDOWN_S),
         ]
 
+    def check_port(self) -> None:
+        """Raise PortInUseError if GATEWAY_PORT is taken."""
+        check_port_free("GATEWAY_PORT", self.settings.gateway_host, self.settings.gateway_port)
+
     def start(self) -> None:
         """Check the port and start uvicorn; returns at once (see `wait_ready`).
 
         Raises:
             PortInUseError: GATEWAY_PORT is taken; nothing was started.
         """
-        check_port_free("GATEWAY_PORT", self.settings.gateway_host, self.settings.gateway_port)
+        self.check_port()
         output: Path | None = None if self._console else self.log_dir / "console.log"
         self._process = ChildProcess(
             "gateway", self.command(), env=child_env(self.env), output=output
