@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from service.auth import KeyRing
@@ -32,10 +33,16 @@ health checks and Prometheus metrics.
 """
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
     """Build the gateway for `settings` (default: read from the environment now).
 
-    Raises `pydantic.ValidationError` for invalid settings, before anything listens.
+    `upstream_transport` replaces the transport to TorchServe (tests: a backend that hangs
+    or answers what real TorchServe cannot be made to). Raises `pydantic.ValidationError`
+    for invalid settings, before anything listens.
     """
     settings = settings or GatewaySettings()
     state = GatewayState(
@@ -48,7 +55,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.upstream = TorchServeClient(settings)
+        state.upstream = TorchServeClient(settings, upstream_transport)
         logger.info(
             "Gateway up: TorchServe at %s (inference), %s (management); transport %s; "
             "management API %s",

@@ -6,7 +6,8 @@ name, and some of its statuses mislead (read from the frontend's `RestJob.sendEr
 
 | TorchServe says                              | it means                  | gateway answers      |
 |----------------------------------------------|---------------------------|----------------------|
-| 503 "Prediction failed"                      | the handler raised        | 500 ModelError       |
+| 503 "Prediction failed" (or another worker  | the handler raised or     | 500 ModelError       |
+|   503 on a prediction: "Invalid ... output") | answered wrongly          |                      |
 | 500 "Worker died."                           | worker process died       | 500 WorkerDied       |
 | 507 "Worker died." (exit 137: SIGKILL, OOM?) | worker killed             | 507 WorkerDied       |
 | 507 (any other)                              | out of memory/resources   | 507 ModelOutOfMemory |
@@ -133,10 +134,12 @@ def _map_torchserve_error(status: int, raw: str, message: str, api: Api) -> Gate
         return WorkerDied()
     if status == 507:
         return ModelOutOfMemory()
-    if status == 503 and raw.startswith("Prediction failed"):
-        return ModelError()
     if status == 503 and _NO_WORKER.search(raw):
         return ModelBusy()
+    if status == 503 and api is Api.INFERENCE:
+        # "Prediction failed" (the handler raised), "Invalid model predict output"...:
+        # the worker's 503s all mean the model failed on this request, not unavailability.
+        return ModelError()
     if status == 500 and raw.startswith("Failed to start workers"):
         return ModelLoadFailed(f"{ModelLoadFailed.default_message} ({message})")
     if status == 500 and api is Api.INFERENCE:
