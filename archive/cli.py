@@ -95,7 +95,7 @@ def run_convert(args: argparse.Namespace) -> int:
         return 2
     converted = convert_pickled_model(args.source, args.output, args.model_file)
     print(
-        f"wrote {args.output}: {converted.tensors} tensors, {converted.values:,} values "
+        f"wrote {args.output}: {converted.tensors} tensors, {converted.values:,} parameters "
         f"of {converted.model_module}.{converted.model_class}\n"
         f'in models.toml: model_class = "{converted.model_class}", '
         f'checkpoint = "{args.output}"'

@@ -3,6 +3,11 @@
 It runs the handler's own code, not a copy: ``handlers.predictor.load_predictor`` loads the
 checkpoint into the class on CPU (strict as the spec says), then ``Predictor.predict``
 (decode -> forward -> encode) answers the task's example bodies, alone and in a full batch.
+
+``predict`` falls back to one forward pass per request when a batched pass fails, so that one
+bad request can't sink its batch; a model that can never take a batch would pass it while
+serving one request at a time. So the gate also runs the batch through the handler's
+``forward`` and ``split_rows`` directly and requires one row per request.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from archive.errors import GateError
 from archive.spec import ModelSpec
-from handlers.batch import Failure
+from handlers.batch import Failure, forward, split_rows
 from handlers.errors import HandlerError
 from handlers.predictor import Predictor, load_predictor
 
@@ -46,8 +52,24 @@ def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
         check_batch(entry.name, predictor, [example])
     batch_size = entry.serving.batch_size
     if batch_size > 1:
-        check_batch(entry.name, predictor, [examples[i % len(examples)] for i in range(batch_size)])
+        batch = [examples[i % len(examples)] for i in range(batch_size)]
+        check_batched_forward(entry.name, predictor, batch)
+        check_batch(entry.name, predictor, batch)
     return predictor
+
+
+def check_batched_forward(name: str, predictor: Predictor, payloads: Sequence[Any]) -> None:
+    """GateError unless one forward pass over ``payloads`` gives one output row per request."""
+    size = len(payloads)
+    try:
+        batch = torch.stack([predictor.task.decode(payload) for payload in payloads])
+        split_rows(forward(predictor.model, batch.to(predictor.device)), size)
+    except Exception as exc:
+        raise GateError(
+            f"model {name!r} can't answer a batch of {size} in one forward pass "
+            f"({type(exc).__name__}: {exc}); fix its forward, or set "
+            "[model.serving] batch_size = 1"
+        ) from exc
 
 
 def check_batch(name: str, predictor: Predictor, payloads: Sequence[Any]) -> None:

@@ -63,7 +63,7 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     ]
     count = sum(tensor.numel() for tensor in state_dict.values())
     size = sum(tensor.numel() * tensor.element_size() for tensor in state_dict.values())
-    lines.append(f"  {len(state_dict)} tensors, {count:,} values, {size:,} bytes")
+    lines.append(f"  {len(state_dict)} tensors, {count:,} parameters, {size:,} bytes")
     return lines
 
 
