@@ -59,18 +59,21 @@ def running_torchserve(
     *,
     max_body_bytes: int | None = None,
     timeout: float = TORCHSERVE_READY_TIMEOUT_S,
+    settings: Mapping[str, object] | None = None,
 ) -> Iterator[TorchServe]:
     """A real TorchServe serving `models` (archive file names; None: all) from `model_store`.
 
     Its config, logs and temp dir go under `run_dir` (use a pytest tmp dir). Yields once
     /ping is healthy and every model's workers are READY; stops everything on exit.
+    `settings` overrides LauncherSettings fields (e.g. `{"torchserve_workers_per_model": 2}`);
+    `max_body_bytes` stands for the gateway's GATEWAY_MAX_BODY_BYTES.
 
     Raises:
         launcher.errors.ProcessExited, launcher.errors.ReadyTimeout: it did not come up
             (the message holds the tail of TorchServe's logs).
     """
-    settings = torchserve_settings(model_store, run_dir)
-    torchserve = TorchServe(settings, models=models, max_body_bytes=max_body_bytes)
+    launcher_settings = torchserve_settings(model_store, run_dir, **(settings or {}))
+    torchserve = TorchServe(launcher_settings, models=models, max_body_bytes=max_body_bytes)
     torchserve.start()
     try:
         torchserve.wait_ready(timeout)

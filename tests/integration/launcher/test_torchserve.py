@@ -8,6 +8,7 @@ import httpx
 import psutil
 import pytest
 
+from launcher.config import BODY_LIMIT_HEADROOM_BYTES
 from launcher.errors import ProcessExited, ReadyTimeout
 from launcher.torchserve import TorchServe
 from tests.support.archives import build_echo_archive
@@ -93,6 +94,31 @@ def test_two_torchserves_run_side_by_side(
         for ts in (one, two):
             answer = client.post(f"{ts.inference_url}/predictions/echo", content=b"abc")
             assert answer.json() == {"echo_bytes": 3}
+
+
+def test_limits_workers_and_model_list_are_applied(tmp_path: Path, client: httpx.Client) -> None:
+    store = tmp_path / "store"
+    build_echo_archive(store, name="echo")
+    build_echo_archive(store, name="unlisted")
+    limit = 1000 + BODY_LIMIT_HEADROOM_BYTES
+
+    with running_torchserve(
+        store,
+        tmp_path / "run",
+        models=["echo.mar"],
+        max_body_bytes=1000,
+        settings={"torchserve_workers_per_model": 2},
+    ) as ts:
+        models = client.get(f"{ts.management_url}/models").json()["models"]
+        detail = client.get(f"{ts.management_url}/models/echo").json()[0]
+        at_limit = client.post(f"{ts.inference_url}/predictions/echo", content=b"x" * limit)
+        over_limit = client.post(f"{ts.inference_url}/predictions/echo", content=b"x" * (limit + 1))
+
+    assert [m["modelName"] for m in models] == ["echo"]
+    assert len(detail["workers"]) == 2
+    assert at_limit.status_code == 200, at_limit.text
+    assert at_limit.json() == {"echo_bytes": limit}
+    assert over_limit.status_code == 413
 
 
 def test_models_can_be_registered_only_from_the_store(
