@@ -74,7 +74,9 @@ def test_every_name_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
         ("GATEWAY_UPSTREAM_TRANSPORT", "curl"),
     ],
 )
-def test_invalid_values_fail_at_start_up(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_invalid_values_fail_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(pydantic.ValidationError):
         GatewaySettings()

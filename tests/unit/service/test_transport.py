@@ -1,7 +1,5 @@
 """aiohttp's exceptions mapped to the httpx exception that says what happened."""
 
-import asyncio
-
 import aiohttp
 import httpx
 import pytest
@@ -15,10 +13,13 @@ KEY = ConnectionKey("127.0.0.1", 1, False, True, None, None, None)
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused")), httpx.ConnectError),
+        (
+            aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "refused")),
+            httpx.ConnectError,
+        ),
         (aiohttp.ConnectionTimeoutError("connect"), httpx.ConnectTimeout),
         (aiohttp.SocketTimeoutError("read"), httpx.ReadTimeout),
-        (asyncio.TimeoutError(), httpx.TimeoutException),
+        (TimeoutError(), httpx.TimeoutException),
         (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError),
         (aiohttp.ClientPayloadError("truncated"), httpx.ReadError),
         (aiohttp.ClientOSError(104, "reset"), httpx.NetworkError),

@@ -40,7 +40,13 @@ def ts_error(code: int, message: str, type_: str = "InternalServerException") ->
             ModelBusy,
             503,
         ),
-        (500, "Failed to start workers for model m version: 1.0", Api.MANAGEMENT, ModelLoadFailed, 500),
+        (
+            500,
+            "Failed to start workers for model m version: 1.0",
+            Api.MANAGEMENT,
+            ModelLoadFailed,
+            500,
+        ),
         (400, "bad input", Api.INFERENCE, InvalidModelInput, 400),
         (400, "max_worker cannot be less than min_worker.", Api.MANAGEMENT, InvalidRequest, 400),
         (404, "Model not found: m", Api.INFERENCE, ModelNotFound, 404),
@@ -79,7 +85,9 @@ def test_a_5xx_that_is_not_torchserve_json_is_replaced() -> None:
 
 
 def test_retry_after_on_busy() -> None:
-    error = map_error_response(503, ts_error(503, 'Model "m" has no worker to serve'), Api.INFERENCE)
+    error = map_error_response(
+        503, ts_error(503, 'Model "m" has no worker to serve'), Api.INFERENCE
+    )
     assert error is not None and (b"retry-after", b"1") in error.headers()
 
 
@@ -87,7 +95,7 @@ def test_retry_after_on_busy() -> None:
     "raw",
     [
         "org.pytorch.serve.archive.model.ModelNotFoundException: Model not found at: /tmp/x/y.mar",
-        "java.lang.IllegalStateException: boom\n\tat org.pytorch.serve.wlm.WorkerThread.run(W.java:1)",
+        "java.lang.IllegalStateException: boom\n\tat org.pytorch.serve.wlm.WorkerThread.run(W:1)",
         'Traceback (most recent call last):\n  File "/srv/handler.py", line 3',
         "Failed to download archive from: http://10.0.0.1/secret.mar",
         "cannot open C:\\models\\weights.pt",
@@ -96,7 +104,17 @@ def test_retry_after_on_busy() -> None:
 )
 def test_sanitise_removes_internals(raw: str) -> None:
     clean = sanitise(raw)
-    for leak in ("org.pytorch", "java.", "Exception", "Traceback", "/tmp", "/srv", "10.0.0.1", "C:\\", "\n"):
+    for leak in (
+        "org.pytorch",
+        "java.",
+        "Exception",
+        "Traceback",
+        "/tmp",
+        "/srv",
+        "10.0.0.1",
+        "C:\\",
+        "\n",
+    ):
         assert leak not in clean
 
 
