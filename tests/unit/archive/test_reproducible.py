@@ -20,8 +20,8 @@ def spec(tmp_path: Path) -> Path:
     return path
 
 
-def statuses(spec: Path, store: Path, **options: bool) -> list[str]:
-    return [result.status for result in build_models(spec, store, **options)]
+def statuses(spec: Path, store: Path, *, force: bool = False) -> list[str]:
+    return [result.status for result in build_models(spec, store, force=force)]
 
 
 def test_two_builds_are_byte_identical(spec: Path, tmp_path: Path) -> None:

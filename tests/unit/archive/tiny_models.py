@@ -14,7 +14,8 @@ class Tiny(nn.Module):
         self.linear = nn.Linear(4, out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)
+        out: torch.Tensor = self.linear(x)
+        return out
 
 
 class TinyImage(nn.Module):
@@ -25,7 +26,8 @@ class TinyImage(nn.Module):
         self.linear = nn.Linear(4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1))
+        out: torch.Tensor = self.linear(x.flatten(1))
+        return out
 
 
 class Raises(nn.Module):
@@ -38,9 +40,11 @@ class WrongBatch(Tiny):
     """Answers one row whatever the batch size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x)[:1]
+        rows: torch.Tensor = self.linear(x)
+        return rows[:1]
 
 
 class NotFinite(Tiny):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) * float("nan")
+        rows: torch.Tensor = self.linear(x)
+        return rows * float("nan")
