@@ -41,7 +41,9 @@ def test_a_prediction_through_the_gateway_equals_a_direct_one(
 ) -> None:
     body = b"raw bytes \x00\xff of any kind"
     octets = {"content-type": "application/octet-stream"}
-    direct = client.post(f"{torchserve.inference_url}/predictions/echo", content=body, headers=octets)
+    direct = client.post(
+        f"{torchserve.inference_url}/predictions/echo", content=body, headers=octets
+    )
     proxied = client.post(
         f"{gateway.url}/predictions/echo",
         content=body,
