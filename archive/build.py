@@ -73,9 +73,9 @@ def build_model(
     inputs. Raises PrepareError or GateError; the store is then unchanged.
     """
     say = progress or logger.info
-    started = time.perf_counter()
     destination = Path(store) / f"{entry.name}.mar"
     prepare_checkpoint(entry, base_dir, say)
+    started = time.perf_counter()  # the build's own time, not the training's
     try:
         inputs = build_inputs(entry, base_dir)
     except FileNotFoundError:

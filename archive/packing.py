@@ -91,12 +91,28 @@ def archived_weights(predictor: Predictor) -> dict[str, torch.Tensor]:
     """
     report = predictor.report
     skipped = set(report.missing) | {key for key, _, _ in report.mismatched}
-    # clone(): a view (tied or sliced weights) would otherwise save its whole storage.
     return {
-        key: value.detach().to("cpu").contiguous().clone()
+        key: plain_tensor(value)
         for key, value in predictor.model.state_dict().items()
         if key not in skipped and isinstance(value, torch.Tensor)
     }
+
+
+def plain_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` detached on the CPU, contiguous, and alone in its storage.
+
+    torch.save writes a tensor's whole storage: a slice of a larger tensor would carry all of
+    it. Such tensors are copied; the others are not, so big models aren't held twice.
+    """
+    tensor = tensor.detach().to("cpu")
+    whole = tensor.numel() * tensor.element_size()
+    if (
+        tensor.is_contiguous()
+        and tensor.storage_offset() == 0
+        and tensor.untyped_storage().nbytes() == whole
+    ):
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def stage_archive(

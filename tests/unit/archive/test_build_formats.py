@@ -236,6 +236,23 @@ def test_strict_false_archives_only_the_weights_that_loaded(tmp_path: Path) -> N
     assert torch.equal(model_weight, partial["linear.weight"])
 
 
+def test_weights_are_saved_without_the_storage_they_were_sliced_from(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    big = torch.zeros(1000, 4)
+    big[:3] = tiny_state_dict()["linear.weight"]
+    # Both slices of one big storage: torch.save writes all 4,000 floats for them.
+    sliced = {"linear.weight": big[:3], "linear.bias": big[3, :3]}
+    sliced["linear.bias"].copy_(tiny_state_dict()["linear.bias"])
+    torch.save(sliced, project / "weights.pt")
+    mar = build_one(tmp_path, tensor_entry())
+    weights = mar_weights(mar)
+    for key, value in tiny_state_dict().items():
+        assert torch.equal(weights[key], value)
+        assert weights[key].untyped_storage().nbytes() == value.numel() * 4
+    assert len(mar_members(mar)["weights.pt"]) < 4_000
+
+
 def test_zip_entries_are_sorted_with_fixed_time_and_mode(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
