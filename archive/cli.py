@@ -97,8 +97,8 @@ def run_convert(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.output}: {converted.tensors} tensors, {converted.values:,} parameters "
         f"of {converted.model_module}.{converted.model_class}\n"
-        f'in models.toml: model_class = "{converted.model_class}", '
-        f'checkpoint = "{args.output}"'
+        f'in models.toml: model_class = "{converted.model_class}", and checkpoint = the path '
+        f"of {args.output.name} relative to models.toml"
     )
     return 0
 
