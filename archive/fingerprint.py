@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -62,5 +63,13 @@ def is_current(mar: Path, expected: str) -> bool:
         with zipfile.ZipFile(mar) as archive:
             recorded = json.loads(archive.read(BUILD_INFO)).get("fingerprint")
             return bool(recorded == expected and archive.testzip() is None)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, AttributeError):
+    except (
+        OSError,
+        EOFError,
+        KeyError,
+        ValueError,
+        AttributeError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ):
         return False

@@ -69,16 +69,30 @@ def test_a_changed_spec_entry_rebuilds_only_that_model(spec: Path, tmp_path: Pat
     assert statuses(spec, store) == ["built", "skipped"]
 
 
-def test_a_missing_or_damaged_archive_rebuilds(spec: Path, tmp_path: Path) -> None:
+def test_a_missing_archive_rebuilds(spec: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     build_models(spec, store)
-    good = (store / "tiny.mar").read_bytes()
     (store / "tiny-image.mar").unlink()
+    assert statuses(spec, store) == ["skipped", "built"]
+
+
+# weights.pt is stored as is, the others deflated: a flipped byte fails a CRC or inflation.
+@pytest.mark.parametrize("member", ["weights.pt", "model-config.yaml", "handlers/batch.py"])
+def test_a_damaged_archive_rebuilds(spec: Path, tmp_path: Path, member: str) -> None:
+    store = tmp_path / "store"
+    build_models(spec, store)
+    mar = store / "tiny.mar"
+    good = mar.read_bytes()
+    with zipfile.ZipFile(mar) as archive:
+        info = archive.getinfo(member)
+    # The member's data follows its 30-byte local header, file name and extra field.
+    middle = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    middle += info.compress_size // 2
     damaged = bytearray(good)
-    damaged[len(damaged) // 2] ^= 0xFF
-    (store / "tiny.mar").write_bytes(bytes(damaged))
-    assert statuses(spec, store) == ["built", "built"]
-    assert (store / "tiny.mar").read_bytes() == good
+    damaged[middle] ^= 0xFF
+    mar.write_bytes(bytes(damaged))
+    assert statuses(spec, store) == ["built", "skipped"]
+    assert mar.read_bytes() == good
 
 
 def test_a_missing_checkpoint_runs_prepare(tmp_path: Path) -> None:
