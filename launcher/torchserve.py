@@ -167,6 +167,8 @@ class TorchServe:
                 "set RUN_DIR to a shorter path"
             )
         self.check_ports()
+        if self.models is None and not any(store.glob("*.mar")):
+            logger.warning("no archive in the model store %s: run `make archive`", store)
         for directory in (self.log_dir, self.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._config_text)
