@@ -44,7 +44,10 @@ test-unit: install
 test-integration: install
 	$(BIN)/pytest tests/integration
 
+# wrk is the load generator (bench/post.lua); without it the bench falls back to its own asyncio one.
 bench: install
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } \
+		|| echo "wrk could not be installed: using the asyncio load generator"
 	$(PY) -m bench
 
 clean:

@@ -1,0 +1,207 @@
+"""The served side: archives built by the project's build step, TorchServe, the gateway.
+
+TorchServe starts with no model; each model is then registered through the management API
+(the archive's model-config.yaml gives its workers and batching), which is what the
+"registering -> first answer" time and the "peak RSS while loading" figures measure. The
+servers are the launcher's own classes, started on free loopback ports the way the tests
+start them (`tests.support.servers`), and stopped with every child on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from archive.build import build_models
+from archive.spec import DEFAULT_SPEC, ModelSpec, load_spec
+from bench.loadgen import Target
+from bench.processes import RssSampler, python_children, rss_bytes
+from launcher.gateway import Gateway
+from launcher.torchserve import TorchServe
+from tests.support.servers import running_gateway, running_torchserve
+
+BENCH_SPEC = Path(__file__).with_name("models.toml")
+BENCH_MODEL_FILE = Path(__file__).with_name("mnist_cnn.py")
+WEIGHTS_SEED = 0
+BODY_SEED = 0
+REGISTER_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One model under test: its spec entry, where its files are, and the body to send."""
+
+    entry: ModelSpec
+    base_dir: Path
+    body: bytes
+    content_type: str
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """Registering one model: time to its first answer, and its worker's RSS meanwhile."""
+
+    model: str
+    first_answer_s: float
+    worker_pids: tuple[int, ...]
+    peak_rss_loading: int
+
+
+def write_bench_spec(work_dir: Path) -> Path:
+    """Copy the bench spec and model file into `work_dir` and save random weights beside them.
+
+    Returns the copied spec's path. The weights are `torch.manual_seed(WEIGHTS_SEED)`'s, so
+    every run builds the same archive.
+    """
+    import torch
+
+    from bench.mnist_cnn import MnistCnn
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spec = work_dir / BENCH_SPEC.name
+    shutil.copyfile(BENCH_SPEC, spec)
+    shutil.copyfile(BENCH_MODEL_FILE, work_dir / BENCH_MODEL_FILE.name)
+    torch.manual_seed(WEIGHTS_SEED)
+    torch.save(MnistCnn().state_dict(), work_dir / "mnist_cnn.pt")
+    return spec
+
+
+def prepare_models(work_dir: Path, store: Path, digits_name: str = "digits") -> list[BenchModel]:
+    """Build the `digits` example (archive/models.toml) and the bench's 28x28 CNN into `store`."""
+    bench_spec = write_bench_spec(work_dir)
+    chosen: list[BenchModel] = []
+    for spec_path, name in ((DEFAULT_SPEC, digits_name), (bench_spec, "mnist28")):
+        build_models(spec_path, store, [name], progress=lambda _: None)
+        spec = load_spec(spec_path)
+        (entry,) = spec.select([name])
+        body, content_type = request_body(entry)
+        chosen.append(BenchModel(entry, spec.base_dir, body, content_type))
+    return chosen
+
+
+def request_body(entry: ModelSpec) -> tuple[bytes, str]:
+    """A valid request body for `entry`: a PNG for an image model, a JSON list for a tensor."""
+    rng = np.random.default_rng(BODY_SEED)
+    shape = entry.handler_settings().instance_shape
+    if entry.task == "image-classification":
+        from PIL import Image
+
+        assert entry.image is not None
+        height, width = entry.image.size
+        pixels = rng.integers(0, 256, size=(height, width), dtype=np.uint8)
+        image = Image.fromarray(pixels, mode="L").convert(entry.image.mode)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue(), "image/png"
+    # Four decimals, as a client would send pixels: about 6 KB for 1x28x28, like the issue's.
+    values = np.round(rng.random(shape), 4)
+    return json.dumps(values.tolist(), separators=(",", ":")).encode(), "application/json"
+
+
+@dataclass
+class Stack:
+    """TorchServe and the gateway in front of it, both running."""
+
+    torchserve: TorchServe
+    gateway: Gateway
+
+    def target(self, model: BenchModel, through_gateway: bool) -> Target:
+        base = self.gateway.url if through_gateway else self.torchserve.inference_url
+        return Target(f"{base}/predictions/{model.name}", model.body, model.content_type)
+
+    def worker_pids(self, model: str) -> list[int]:
+        """The pids of `model`'s workers, from TorchServe's describe-model API."""
+        with httpx.Client(trust_env=False, timeout=10.0) as client:
+            answer = client.get(f"{self.torchserve.management_url}/models/{model}")
+            answer.raise_for_status()
+        return [int(w["pid"]) for v in answer.json() for w in v.get("workers", []) if w.get("pid")]
+
+    def describe(self, model: str) -> dict[str, object]:
+        """TorchServe's view of `model`'s first version (batch size, delay, workers)."""
+        with httpx.Client(trust_env=False, timeout=10.0) as client:
+            answer = client.get(f"{self.torchserve.management_url}/models/{model}")
+            answer.raise_for_status()
+        described: dict[str, object] = answer.json()[0]
+        return described
+
+    def register(self, model: BenchModel) -> LoadReport:
+        """Register `model`'s archive and wait for its first answer, sampling its worker's RSS.
+
+        Raises RuntimeError when TorchServe refuses it or it never answers 200.
+        """
+        java = self.torchserve.pid
+        assert java is not None
+        existing = set(python_children(java))
+        with (
+            RssSampler(lambda: set(python_children(java)) - existing, 0.02) as sampler,
+            httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client,
+        ):
+            started = time.perf_counter()
+            answer = client.post(
+                f"{self.torchserve.management_url}/models",
+                params={"url": f"{model.name}.mar", "synchronous": "true"},
+            )
+            if answer.status_code != 200:
+                raise RuntimeError(f"registering {model.name}: {answer.status_code} {answer.text}")
+            target = self.target(model, through_gateway=False)
+            deadline = started + REGISTER_TIMEOUT_S
+            while True:
+                reply = client.post(
+                    target.url, content=target.body, headers={"content-type": target.content_type}
+                )
+                if reply.status_code == 200:
+                    break
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"{model.name} never answered: {reply.status_code}")
+                time.sleep(0.01)
+            first_answer = time.perf_counter() - started
+        pids = tuple(self.worker_pids(model.name))
+        peaks = sampler.peaks()
+        return LoadReport(
+            model=model.name,
+            first_answer_s=first_answer,
+            worker_pids=pids,
+            peak_rss_loading=max((peaks.get(pid, 0) for pid in pids), default=0),
+        )
+
+    def roles(self, model: str, worker_pids: dict[str, list[int]]) -> dict[str, list[int]]:
+        """The pids of each role while `model` is under load."""
+        return {
+            "gateway": [self.gateway.pid] if self.gateway.pid else [],
+            "frontend": [self.torchserve.pid] if self.torchserve.pid else [],
+            "worker": worker_pids.get(model, []),
+        }
+
+    def all_pids(self) -> list[int]:
+        """Every server process: the gateway, the JVM and every worker."""
+        java = self.torchserve.pid
+        pids = [pid for pid in (self.gateway.pid, java) if pid]
+        return pids + (python_children(java) if java else [])
+
+
+def steady_rss(pids: tuple[int, ...]) -> int:
+    """The largest RSS among `pids` now."""
+    return max((rss_bytes(pid) for pid in pids), default=0)
+
+
+@contextlib.contextmanager
+def running_stack(store: Path, run_dir: Path) -> Iterator[Stack]:
+    """TorchServe (no model yet) and the gateway, on free loopback ports; both stopped on exit."""
+    with (
+        running_torchserve(store, run_dir, models=[]) as torchserve,
+        running_gateway(torchserve) as gateway,
+    ):
+        yield Stack(torchserve, gateway)

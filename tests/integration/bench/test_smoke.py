@@ -1,0 +1,48 @@
+"""`python -m bench --smoke`: the benchmark still runs end to end (issue 7). Asserts no timing.
+
+A few requests per configuration against a real TorchServe and gateway: the run must exit 0
+(no failed request), write its table, chart and JSON, and leave no server behind.
+"""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.bench]
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--results", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    table = (results / "bench.md").read_text()
+    assert table in run.stdout  # the table is printed too
+    for path in ("in-process", "torchserve", "gateway"):
+        for model in ("digits", "mnist28"):
+            assert re.search(rf"\| {model} \| {path} \|", table), (model, path)
+    assert "### Targets (issue 7)" in table
+    assert (results / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    report = json.loads((results / "bench.json").read_text())
+    served = [m for m in report["measurements"] if m["path"] != "in-process"]
+    assert served and all(m["requests"] > 0 and m["errors"] == 0 for m in served)
+    assert {m["model"] for m in report["memory"]} == {"digits", "mnist28"}
+
+    # Every server the run started (the launcher logs their pids) is gone.
+    pids = [int(pid) for pid in re.findall(r"starting \(pid (\d+)\)", run.stderr)]
+    assert len(pids) == 2, run.stderr[-3000:]
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]

@@ -1,0 +1,78 @@
+"""Medians, per-round ratios and targets of `bench.report`: plain functions on fixed numbers."""
+
+import math
+
+import pytest
+
+from bench.report import Measurement, MemoryFigures, markdown, per_round_ratio, summarize, targets
+
+
+def row(path: str, load: int, rnd: int, per_second: float, p50: float, **kw: object) -> Measurement:
+    return Measurement("m", path, load, rnd, per_second, p50, p50 * 2, 0, 100, **kw)  # type: ignore[arg-type]
+
+
+def test_summary_takes_medians_and_sums_errors() -> None:
+    rows = [
+        Measurement("m", "gateway", 32, r, rps, p50, 9.0, err, 10, {"gateway": cpu})
+        for r, (rps, p50, err, cpu) in enumerate(
+            [(100, 3, 0, 0.5), (300, 1, 2, 0.1), (200, 2, 1, 0.2)]
+        )
+    ]
+    (only,) = summarize(rows).rows
+    assert (only.per_second, only.p50_ms, only.errors, only.requests) == (200, 2, 3, 30)
+    assert only.cpu_ms == {"gateway": 0.2}
+
+
+def test_ratios_pair_sides_within_a_round() -> None:
+    # Round 1 is slow on both sides: per-round ratios are 0.5, 0.5, 0.9 -> median 0.5,
+    # whereas the ratio of medians would be 450 / 900.
+    rows = [
+        row("torchserve", 32, 0, 1000, 1),
+        row("gateway", 32, 0, 500, 1),
+        row("torchserve", 32, 1, 100, 1),
+        row("gateway", 32, 1, 50, 1),
+        row("torchserve", 32, 2, 900, 1),
+        row("gateway", 32, 2, 810, 1),
+    ]
+    ratio = per_round_ratio(
+        rows,
+        ("m", "gateway", 32),
+        ("m", "torchserve", 32),
+        lambda g, t: g.per_second / t.per_second,
+    )
+    assert ratio == 0.5
+    assert (
+        per_round_ratio(rows, ("m", "gateway", 1), ("m", "torchserve", 32), lambda g, t: 0) is None
+    )
+
+
+def test_targets_hold_or_not_against_issue_7_limits() -> None:
+    rows = [
+        row("in-process", 1, 0, 3000, 0.3),
+        row("in-process", 8, 0, 1500, 5.0),
+        row("torchserve", 1, 0, 500, 2.0),
+        row("gateway", 1, 0, 400, 2.5),
+        row("torchserve", 32, 0, 1000, 30),
+        row("gateway", 32, 0, 950, 33),
+    ]
+    memory = [MemoryFigures("m", 2.0, 130, 100, "batch 8")]
+    found = {t.name: t for t in targets(rows, memory, [("m", 8)], 1, 32, "m")}
+    assert found["gateway p50 added at c1"].value == pytest.approx(0.5)
+    assert found["gateway p50 added at c1"].holds
+    assert found["gateway / direct req/s at c32"].value == pytest.approx(0.95)
+    assert found["stack c32 / in-process batch 8"].value == pytest.approx(950 / 1500)
+    assert found["stack p50 c1 - in-process batch-1 p50"].value == pytest.approx(2.2)
+    assert found["worker peak RSS loading / steady"].holds  # 1.3 is within the limit
+    assert not targets(rows, [MemoryFigures("m", 2.0, 131, 100, "")], [], 1, 32, "m")[0].holds
+
+
+def test_markdown_has_every_table_and_no_nan_for_missing_steady_rss() -> None:
+    rows = [
+        row("in-process", 1, 0, 3000, 0.3),
+        row("gateway", 32, 0, 950, 33, cpu_ms={"worker": 1.0}),
+    ]
+    text = markdown(summarize(rows), [MemoryFigures("m", 1.0, 0, 0, "b")], [], ["a note"])
+    assert "| m | in-process | batch 1 | 3,000 |" in text
+    assert "| m | gateway | c32 | 950 |" in text and "1.000" in text
+    assert "### Loading and memory" in text and "- a note" in text
+    assert math.isnan(MemoryFigures("m", 1.0, 0, 0, "").ratio)
