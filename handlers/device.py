@@ -33,10 +33,17 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+# Cores left to the rest of the stack (TorchServe's JVM, the gateway) when torch sizes its pool.
+# An OpenMP pool that spans every core stalls at each barrier as soon as another process takes
+# one of them: on 2 cores, with one core busy, the 28x28 CNN ran 20x slower on 2 threads than
+# on 1 (issue 7, `python -m bench`).
+RESERVED_CORES = 1
+
+
 def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """Split the cores evenly between a model's workers, at least one thread each."""
+    """Split the cores, less RESERVED_CORES, evenly between a model's workers; at least 1 each."""
     cores = available_cores() if cores is None else cores
-    return max(1, cores // max(1, workers))
+    return max(1, (cores - RESERVED_CORES) // max(1, workers))
 
 
 def configure_threads(workers: int) -> int:

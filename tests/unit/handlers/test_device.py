@@ -15,9 +15,10 @@ def test_cpu_when_cuda_is_unavailable() -> None:
 
 
 @pytest.mark.parametrize(
-    ("workers", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (4, 2, 1), (2, 16, 8), (0, 4, 4)]
+    ("workers", "cores", "threads"),
+    [(1, 2, 1), (2, 2, 1), (4, 2, 1), (1, 1, 1), (2, 17, 8), (0, 4, 3)],
 )
-def test_cores_are_split_between_workers(workers: int, cores: int, threads: int) -> None:
+def test_cores_less_one_are_split_between_workers(workers: int, cores: int, threads: int) -> None:
     assert threads_per_worker(workers, cores) == threads
 
 
