@@ -75,7 +75,7 @@ def test_a_handler_slower_than_the_timeout_gets_504_on_time(
 def test_a_worker_killed_during_requests(
     stack: tuple[TorchServe, Gateway], client: httpx.Client
 ) -> None:
-    torchserve, gateway = stack
+    _, gateway = stack
 
     def sleepy_worker_pid() -> int | None:
         (described,) = client.get(f"{gateway.url}/models/sleepy", headers=MGMT).json()
