@@ -31,7 +31,7 @@ def test_defaults() -> None:
     assert model.model_kwargs == {}
     assert model.input is not None and model.input.dtype == "float32"
     serving = model.serving
-    assert (serving.batch_size, serving.max_batch_delay_ms) == (8, 5)
+    assert (serving.batch_size, serving.max_batch_delay_ms) == (8, 1)
     assert (serving.workers, serving.response_timeout_s) == (1, 120)
 
 
