@@ -85,6 +85,9 @@ def create_app(
     docs.add_docs(app)
     install_error_handlers(app)
     app.add_middleware(
-        GatewayMiddleware, metrics=state.metrics, max_in_flight=settings.gateway_max_in_flight
+        GatewayMiddleware,
+        metrics=state.metrics,
+        max_in_flight=settings.gateway_max_in_flight,
+        fast_path=inference.serve_prediction,
     )
     return app

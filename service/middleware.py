@@ -5,6 +5,8 @@ request. For each HTTP request it:
 - takes the client's `X-Request-ID` or makes one (`scope[REQUEST_ID_KEY]`), and returns it;
 - refuses a proxied request (`/predictions`, `/models`) beyond GATEWAY_MAX_IN_FLIGHT with
   503 `Overloaded` and `Retry-After`, before any other work;
+- hands `POST /predictions/...` to the fast path it was given, which answers it without
+  Starlette's router (the hot path; see `service.routes.inference.serve_prediction`);
 - records the answer in `GatewayMetrics` under the route template that matched;
 - turns an exception nothing else handled into the one error format (500), logged with
   its request id, with no detail sent to the client.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +30,8 @@ REQUEST_ID_KEY = "gateway.request_id"
 # Set by a route once TorchServe answered for a model without a 404 (see metrics.py).
 MODEL_KEY = "gateway.model"
 _BOUNDED_PREFIXES = ("/predictions/", "/models")
+# Serves a request itself and returns True, or returns False to leave it to the app.
+FastPath = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
 
 async def send_error(send: Send, error: GatewayError, request_id: bytes) -> None:
@@ -45,10 +50,18 @@ async def send_error(send: Send, error: GatewayError, request_id: bytes) -> None
 class GatewayMiddleware:
     """See the module docstring; one instance per app, so the in-flight count is per app."""
 
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, max_in_flight: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        max_in_flight: int,
+        fast_path: FastPath | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_in_flight = max_in_flight
+        self.fast_path = fast_path
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,7 +92,8 @@ class GatewayMiddleware:
             self.in_flight += 1
             self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            if self.fast_path is None or not await self.fast_path(scope, receive, send_with_id):
+                await self.app(scope, receive, send_with_id)
         except Exception:
             logger.exception("Unhandled error (request id %s)", request_id.decode())
             if not started:

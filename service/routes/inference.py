@@ -1,18 +1,25 @@
 """`POST /predictions/{model}[/{version}]`: TorchServe's inference API through the gateway.
 
 The hot path: check names, read the body within the limit, forward bytes, return bytes.
+`serve_prediction` runs it straight from the gateway's middleware, ahead of Starlette's
+router and exception middlewares; the FastAPI routes below describe it in OpenAPI and
+answer what the fast path leaves to them (other methods, for a 405).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from service.body import read_body
-from service.errors import error_responses
+from service.error_handlers import handle_client_disconnect, handle_gateway_error
+from service.errors import GatewayError, error_responses
 from service.headers import upstream_request_headers
 from service.proxy import ProxiedResponse, forward, gateway_state, request_id
 from service.routes.deps import InferenceAccess, check_inference_key
@@ -121,3 +128,41 @@ async def predict(model: ModelName) -> None:  # pragma: no cover - documentation
 @lean(proxy_prediction)
 async def predict_version(model: ModelName, version: Version) -> None:  # pragma: no cover
     """Run one version of the model on the request body."""
+
+
+# Starlette's `{param}` matches one path segment, as this does.
+_PREDICTION_PATH = re.compile(r"/predictions/([^/]+)(?:/([^/]+))?")
+_ROUTES = {route.path: route for route in router.routes if isinstance(route, APIRoute)}
+_MODEL_ROUTE = _ROUTES["/predictions/{model}"]
+_VERSION_ROUTE = _ROUTES["/predictions/{model}/{version}"]
+
+
+async def serve_prediction(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Serve a prediction without Starlette's routing (issue 7: the gateway's CPU per
+    request); False, having done nothing, when `scope` is not `POST /predictions/...`.
+
+    Same behaviour as the routes above: `proxy_prediction`, the same error handlers, and
+    `scope["route"]` set to the matching route for the metrics' route label.
+    """
+    if scope["method"] != "POST":
+        return False
+    match = _PREDICTION_PATH.fullmatch(scope["path"])
+    if match is None:
+        return False
+    model, version = match.groups()
+    if version is None:
+        scope["path_params"] = {"model": model}
+        scope["route"] = _MODEL_ROUTE
+    else:
+        scope["path_params"] = {"model": model, "version": version}
+        scope["route"] = _VERSION_ROUTE
+    request = Request(scope, receive)
+    response: Response
+    try:
+        response = await proxy_prediction(request)
+    except GatewayError as error:
+        response = await handle_gateway_error(request, error)
+    except ClientDisconnect as gone:
+        response = await handle_client_disconnect(request, gone)
+    await response(scope, receive, send)
+    return True
