@@ -4,12 +4,10 @@ import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import httpx
 
-from launcher.process import ChildProcess, child_env
+from launcher.process import ChildProcess, ManagedServer, child_env
 from launcher.settings import LauncherSettings
 from launcher.torchserve import check_port_free
 
@@ -20,7 +18,7 @@ APP_FACTORY = "service.app:create_app"
 GRACEFUL_SHUTDOWN_S = 5
 
 
-class Gateway:
+class Gateway(ManagedServer):
     """The gateway: uvicorn serving `service.app:create_app()` on GATEWAY_HOST:GATEWAY_PORT.
 
     The app reads its own settings from the environment; the child gets the launcher's
@@ -129,24 +127,6 @@ class Gateway:
         if self._process is not None:
             code = self._process.stop(grace)
             logger.info("gateway stopped (status %s)", code)
-
-    def __enter__(self) -> Self:
-        """Start and wait until healthy; on failure stop what was started and re-raise."""
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def gateway_env_for(

@@ -15,7 +15,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 import psutil
 
@@ -185,3 +186,35 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra or {})
     return env
+
+
+class ManagedServer:
+    """A server run as a child process: `with Server(...) as s:` starts it and waits until it
+    is ready (stopping it again if that fails), and stops it on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 60.0) -> object:
+        raise NotImplementedError
+
+    def stop(self, grace: float = 20.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        """Start and wait until ready; on failure stop what was started and re-raise."""
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

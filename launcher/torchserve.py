@@ -13,14 +13,13 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
 from launcher.config import log4j2_config_path, render_torchserve_config
 from launcher.errors import LauncherError, PortInUseError, SocketPathTooLong
-from launcher.process import ChildProcess, child_env
+from launcher.process import ChildProcess, ManagedServer, child_env
 from launcher.settings import LauncherSettings
 
 logger = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def _model_server_home() -> Path:
     return Path(spec.origin).resolve().parent.parent
 
 
-class TorchServe:
+class TorchServe(ManagedServer):
     """One TorchServe frontend and its workers, with everything it writes under `run_dir`.
 
     Args:
@@ -268,24 +267,6 @@ class TorchServe:
         if self._process is not None:
             code = self._process.stop(grace)
             logger.info("TorchServe stopped (status %s)", code)
-
-    def __enter__(self) -> Self:
-        """Start and wait until ready; on failure stop what was started and re-raise."""
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _all_workers_ready(versions: Any) -> bool:
