@@ -5,10 +5,12 @@ TorchServe requires exactly one class in this file; all the work is in the helpe
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from handlers import envelope
 from handlers.batch import Failure
 from handlers.device import configure_threads, select_device
 from handlers.integrity import verify_manifest
@@ -38,12 +40,85 @@ class CheckpointHandler:
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[Any]:
         assert self.predictor is not None, "handle() called before initialize()"
-        outcomes = self.predictor.predict([request_body(row) for row in data])
-        for index, outcome in enumerate(outcomes):
+        # Envelopes from the gateway (handlers.envelope) join the batch item by item, so
+        # one forward pass serves every request TorchServe and the gateway gathered.
+        payloads: list[Any] = []
+        spans: list[tuple[int, int] | Failure | None] = []
+        for index, row in enumerate(data):
+            body = request_body(row)
+            if request_content_type(context, index) != envelope.CONTENT_TYPE:
+                spans.append(None)
+                payloads.append(body)
+                continue
+            try:
+                items = envelope.unpack_request(
+                    body if isinstance(body, bytes | bytearray) else b""
+                )
+            except envelope.EnvelopeError as exc:
+                spans.append(Failure(400, "InvalidInput", str(exc)))
+                continue
+            spans.append((len(payloads), len(items)))
+            payloads += [as_torchserve_decodes(item) for item in items]
+        outcomes = self.predictor.predict(payloads) if payloads else []
+        answers: list[Any] = []
+        position = 0
+        for index, span in enumerate(spans):
+            context.set_response_header(index, envelope.ACCEPTS_HEADER, "1")
+            if span is None:
+                outcome = outcomes[position]
+                position += 1
+            elif isinstance(span, Failure):
+                outcome = span
+            else:
+                start, count = span
+                position = start + count
+                context.set_response_content_type(index, envelope.CONTENT_TYPE)
+                answers.append(
+                    envelope.pack_answers([as_answer(o) for o in outcomes[start:position]])
+                )
+                continue
             if isinstance(outcome, Failure):
                 context.set_response_status(outcome.code, outcome.message, index)
-                outcomes[index] = outcome.body()
-        return outcomes
+                outcome = outcome.body()
+            answers.append(outcome)
+        return answers
+
+
+def request_content_type(context: Any, index: int) -> str | None:
+    """The Content-Type TorchServe received the body of request ``index`` with."""
+    # TorchServe keeps it per input parameter: {"body": {"content-type": ...}}.
+    parameter = context.get_request_header(index, "body")
+    if isinstance(parameter, dict):
+        return parameter.get("content-type")
+    return None
+
+
+def as_torchserve_decodes(item: envelope.Item) -> Any:
+    """An envelope item's body as TorchServe would have handed it over on its own: JSON
+    decoded, text as str, anything else (or what fails to decode) as bytes."""
+    kind = item.content_type.split(";", 1)[0].strip().lower()
+    try:
+        if kind == "application/json":
+            return json.loads(item.body)
+        if kind.startswith("text"):
+            return item.body.decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return bytearray(item.body)
+
+
+def as_answer(outcome: Any) -> envelope.Answer:
+    """One outcome as TorchServe would have sent it alone (``ts/protocol``: JSON with indent 2)."""
+    status = 200
+    if isinstance(outcome, Failure):
+        status, outcome = outcome.code, outcome.body()
+    if isinstance(outcome, bytes | bytearray):
+        body = bytes(outcome)
+    elif isinstance(outcome, str):
+        body = outcome.encode()
+    else:
+        body = json.dumps(outcome, indent=2).encode()
+    return envelope.Answer(status, "application/json", body)
 
 
 def request_body(row: dict[str, Any]) -> Any:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import yaml
 
+from tests.unit.handlers.helpers import MockContext as HandlerMockContext
+
 MODELS_FILE = Path(__file__).with_name("tiny_models.py")
 
 
@@ -123,18 +125,13 @@ def unpack(mar: Path, destination: Path) -> Path:
     return destination
 
 
-class MockContext:
+class MockContext(HandlerMockContext):
     """What TorchServe hands a handler for an unpacked archive, without Java
     (after ts/torch_handler/unit_tests/test_utils/mock_context.py)."""
 
     def __init__(self, model_dir: Path, gpu_id: Any = None) -> None:
         manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
+        config_file = model_dir / manifest["model"]["configFile"]
+        super().__init__(model_dir, yaml.safe_load(config_file.read_text()), gpu_id)
         self.manifest = manifest
         self.model_name = manifest["model"]["modelName"]
-        self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id}
-        config_file = model_dir / manifest["model"]["configFile"]
-        self.model_yaml_config = yaml.safe_load(config_file.read_text())
-        self.statuses: dict[int, tuple[int, str]] = {}
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self.statuses[idx] = (code, phrase)

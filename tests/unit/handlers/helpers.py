@@ -32,6 +32,25 @@ class MockContext:
         self.system_properties = {"model_dir": str(model_dir), "gpu_id": gpu_id, "batch_size": 8}
         self.model_yaml_config = model_yaml_config
         self.statuses: dict[int, tuple[int, str]] = {}
+        # Per request index, as TorchServe's worker keeps them (ts/context.py, ts/service.py).
+        self.request_headers: dict[int, dict[str, Any]] = {}
+        self.response_headers: dict[int, dict[str, str]] = {}
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self.statuses[idx] = (code, phrase)
+
+    def get_request_header(self, idx: int, key: str) -> Any:
+        return self.request_headers.get(idx, {}).get(key)
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.response_headers.setdefault(idx, {})[key] = value
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.set_response_header(idx, "content-type", value)
+
+    def with_body_content_types(self, *content_types: str) -> MockContext:
+        """Say which Content-Type each request of the next batch came with."""
+        self.request_headers = {
+            i: {"body": {"content-type": kind}} for i, kind in enumerate(content_types)
+        }
+        return self

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from handlers import envelope
 from handlers.errors import IntegrityError
 from handlers.integrity import MANIFEST_NAME, write_manifest
 from handlers.torchserve_entry import CheckpointHandler
@@ -106,3 +107,58 @@ def test_archive_without_manifest_refuses_to_load(tmp_path: Path) -> None:
     (root / MANIFEST_NAME).unlink()
     with pytest.raises(IntegrityError, match="no integrity.json"):
         initialized(root, tensor_config())
+
+
+def npy_bytes(values: list[float]) -> bytes:
+    array = io.BytesIO()
+    np.save(array, np.array(values, dtype=np.float32))
+    return array.getvalue()
+
+
+def test_an_envelope_joins_the_batch_and_answers_each_item_as_alone(tmp_path: Path) -> None:
+    handler, context = initialized(model_dir(tmp_path, affine_state_dict()), tensor_config())
+    first, second, third = [1.0, 2.0, 3.0, 4.0], [0.5, 0.0, -1.0, 2.0], [4.0, 3.0, 2.0, 1.0]
+    items = [
+        envelope.Item("application/json", json.dumps(second).encode()),
+        envelope.Item("application/json", b"[1, 2]"),  # wrong shape: fails alone
+        envelope.Item("application/x-npy", npy_bytes(third)),
+    ]
+    data = [{"body": first}, {"body": bytearray(envelope.pack_request(items))}]
+    context.with_body_content_types("application/json", envelope.CONTENT_TYPE)
+    plain, packed = handler.handle(data, context)
+
+    assert plain == affine_expected(first)
+    assert context.statuses == {}
+    assert context.response_headers[1]["content-type"] == envelope.CONTENT_TYPE
+    assert all(context.response_headers[i][envelope.ACCEPTS_HEADER] == "1" for i in (0, 1))
+    ok, bad, npy = envelope.unpack_answers(packed)
+    assert (ok.status, json.loads(ok.body)) == (200, affine_expected(second))
+    assert (npy.status, json.loads(npy.body)) == (200, affine_expected(third))
+    assert bad.status == 400 and json.loads(bad.body)["type"] == "InvalidInput"
+
+    # Each item's answer is byte for byte what TorchServe would send for it alone.
+    alone_context = MockContext(tmp_path, {}).with_body_content_types("application/json")
+    (alone,) = handler.handle([{"body": [1, 2]}], alone_context)
+    assert bad.body == json.dumps(alone, indent=2).encode()
+    assert ok.body == json.dumps(affine_expected(second), indent=2).encode()
+
+
+def test_a_malformed_envelope_fails_alone(tmp_path: Path) -> None:
+    handler, context = initialized(model_dir(tmp_path, affine_state_dict()), tensor_config())
+    good = [1.0, 2.0, 3.0, 4.0]
+    truncated = envelope.pack_request([envelope.Item("application/json", b"[1]")])[:-1]
+    context.with_body_content_types(envelope.CONTENT_TYPE, "application/json")
+    broken, answer = handler.handle([{"body": bytearray(truncated)}, {"body": good}], context)
+    assert broken["code"] == 400 and "truncated" in broken["message"]
+    assert context.statuses == {0: (400, broken["message"])}
+    assert answer == affine_expected(good)
+
+
+def test_a_body_that_merely_looks_like_an_envelope_is_a_plain_input(tmp_path: Path) -> None:
+    # Without the envelope's Content-Type, the magic bytes mean nothing special.
+    handler, context = initialized(model_dir(tmp_path, affine_state_dict()), tensor_config())
+    body = bytearray(envelope.pack_request([envelope.Item("application/json", b"[1, 2, 3, 4]")]))
+    context.with_body_content_types("application/octet-stream")
+    (answer,) = handler.handle([{"body": body}], context)
+    assert answer["code"] == 400
+    assert envelope.CONTENT_TYPE not in context.response_headers[0].values()
