@@ -118,7 +118,8 @@ def as_answer(outcome: Any) -> envelope.Answer:
         body = outcome.encode()
     else:
         body = json.dumps(outcome, indent=2).encode()
-    return envelope.Answer(status, "application/json", body)
+    # No content type: TorchServe sends none unless a handler sets one, and ours doesn't.
+    return envelope.Answer(status, "", body)
 
 
 def request_body(row: dict[str, Any]) -> Any:

@@ -16,6 +16,7 @@ import httpx
 from fastapi import FastAPI
 
 from service.auth import KeyRing
+from service.batching import PredictionBatcher
 from service.error_handlers import install_error_handlers
 from service.metrics import GatewayMetrics
 from service.middleware import GatewayMiddleware
@@ -56,6 +57,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.upstream = TorchServeClient(settings, upstream_transport)
+        state.batcher = PredictionBatcher(
+            state.upstream,
+            state.metrics,
+            max_items=settings.gateway_batch_max_items,
+            max_bytes=settings.gateway_max_body_bytes,
+            slots=settings.gateway_batch_in_flight,
+            timeout_s=settings.gateway_timeout_s,
+        )
         logger.info(
             "Gateway up: TorchServe at %s (inference), %s (management); transport %s; "
             "management API %s",
@@ -68,7 +77,7 @@ def create_app(
             yield
         finally:
             await state.upstream.aclose()
-            state.upstream = None
+            state.upstream = state.batcher = None
 
     app = FastAPI(
         title="TorchServe gateway",

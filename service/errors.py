@@ -127,6 +127,10 @@ class PayloadTooLarge(RequestError):
         return [(b"connection", b"close")]
 
 
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
 class Overloaded(GatewayError):
     status = 503
     retry_after = 1

@@ -10,6 +10,8 @@ import re
 import uuid
 from collections.abc import Iterable
 
+from handlers import envelope
+
 REQUEST_ID_HEADER = b"x-request-id"
 
 # RFC 9110 section 7.6.1 (Connection) and RFC 9112: meaningful for one hop only.
@@ -36,9 +38,16 @@ _DROP_UPSTREAM = HOP_BY_HOP | {
     b"expect",
     REQUEST_ID_HEADER,
 }
-# Never passed back to the client: hop-by-hop ones, those uvicorn sets itself, and
-# TorchServe's own request id (the client gets the gateway's).
-_DROP_DOWNSTREAM = HOP_BY_HOP | {b"content-length", b"date", b"server", REQUEST_ID_HEADER}
+# Never passed back to the client: hop-by-hop ones, those uvicorn sets itself,
+# TorchServe's own request id (the client gets the gateway's), and the handler's note to
+# the gateway that it reads batch envelopes (service.batching).
+_DROP_DOWNSTREAM = HOP_BY_HOP | {
+    b"content-length",
+    b"date",
+    b"server",
+    REQUEST_ID_HEADER,
+    envelope.ACCEPTS_HEADER.encode(),
+}
 
 # A client's X-Request-ID is kept only if it is short and plain (it goes into logs).
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")

@@ -19,6 +19,8 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+
 
 class GatewayMetrics:
     """Counters, histograms and gauges of one gateway app, in their own registry."""
@@ -49,6 +51,13 @@ class GatewayMetrics:
             "Proxied requests (predictions, management) being handled now.",
             registry=self.registry,
         )
+        self.upstream_batch_items = Histogram(
+            "gateway_upstream_batch_items",
+            "Predictions per request sent to TorchServe (more than 1: batched by the gateway).",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self._models: set[str] = set()
 
     def model_label(self, name: str) -> str:
@@ -64,3 +73,8 @@ class GatewayMetrics:
         """Count one answered request and its latency."""
         self.requests.labels(route, method, model, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
+
+    def observe_upstream_batch(self, model: str, items: int) -> None:
+        """Count one upstream prediction request carrying `items` predictions for `model`
+        (a model TorchServe answered for without a 404)."""
+        self.upstream_batch_items.labels(self.model_label(model)).observe(items)

@@ -7,6 +7,7 @@ middleware). Errors are raised as `service.errors` exceptions and rendered elsew
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.auth import KeyRing
+from service.batching import PredictionBatcher
 from service.errors import ModelNotFound, UpstreamRejected
 from service.headers import downstream_response_headers
 from service.metrics import GatewayMetrics
@@ -25,12 +27,14 @@ from service.upstream_errors import Api
 
 @dataclass
 class GatewayState:
-    """What the routes need, on `app.state.gateway`; `upstream` is set by the lifespan."""
+    """What the routes need, on `app.state.gateway`; `upstream` and `batcher` are set by
+    the lifespan."""
 
     settings: GatewaySettings
     keys: KeyRing
     metrics: GatewayMetrics
     upstream: TorchServeClient | None = None
+    batcher: PredictionBatcher | None = None
 
 
 def gateway_state(request: Request) -> GatewayState:
@@ -81,10 +85,24 @@ async def forward(
     """
     upstream = gateway_state(request).upstream
     assert upstream is not None, "the lifespan opens the upstream client"
+    call = upstream.send(api, method, path, query=query, headers=headers, content=content)
+    return await _answered(request, model, call)
+
+
+async def forward_prediction(
+    request: Request, path: str, *, model: str, headers: list[tuple[bytes, bytes]], content: bytes
+) -> ProxiedResponse:
+    """Send a prediction through the gateway's batcher (`service.batching`); as `forward`."""
+    batcher = gateway_state(request).batcher
+    assert batcher is not None, "the lifespan opens the batcher"
+    return await _answered(request, model, batcher.predict(model, path, headers, content))
+
+
+async def _answered(
+    request: Request, model: str | None, call: Awaitable[UpstreamResponse]
+) -> ProxiedResponse:
     try:
-        answer = await upstream.send(
-            api, method, path, query=query, headers=headers, content=content
-        )
+        answer = await call
     except UpstreamRejected as error:
         if model is not None and not isinstance(error, ModelNotFound):
             request.scope[MODEL_KEY] = gateway_state(request).metrics.model_label(model)

@@ -17,11 +17,19 @@ from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from handlers import envelope
+from service.batching import ENVELOPE_TYPE
 from service.body import read_body
 from service.error_handlers import handle_client_disconnect, handle_gateway_error
-from service.errors import GatewayError, error_responses
+from service.errors import GatewayError, UnsupportedMediaType, error_responses
 from service.headers import upstream_request_headers
-from service.proxy import ProxiedResponse, forward, gateway_state, request_id
+from service.proxy import (
+    ProxiedResponse,
+    forward,
+    forward_prediction,
+    gateway_state,
+    request_id,
+)
 from service.routes.deps import InferenceAccess, check_inference_key
 from service.upstream_errors import Api
 from service.validation import (
@@ -78,7 +86,7 @@ _BODY_DOC: dict[str, Any] = {
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The model's answer, as TorchServe sent it.", "content": {"*/*": {}}},
-    **error_responses(400, 401, 404, 413, 500, 502, 503, 504, 507),
+    **error_responses(400, 401, 404, 413, 415, 500, 502, 503, 504, 507),
 }
 
 
@@ -92,10 +100,19 @@ async def proxy_prediction(request: Request) -> ProxiedResponse:
     if version is not None:
         path = f"{path}/{check_version(version)}"
     scope = request.scope
+    if _is_envelope(scope["headers"]):
+        raise UnsupportedMediaType(
+            f"{envelope.CONTENT_TYPE} is the gateway's own format for TorchServe; send one "
+            "input per request (the gateway batches concurrent requests itself)."
+        )
     content = await read_body(
         scope, request.receive, gateway_state(request).settings.gateway_max_body_bytes
     )
     headers = upstream_request_headers(scope["headers"], request_id(request))
+    if not scope["query_string"]:
+        return await forward_prediction(
+            request, path, model=model, headers=headers, content=content
+        )
     return await forward(
         request,
         Api.INFERENCE,
@@ -128,6 +145,13 @@ async def predict(model: ModelName) -> None:  # pragma: no cover - documentation
 @lean(proxy_prediction)
 async def predict_version(model: ModelName, version: Version) -> None:  # pragma: no cover
     """Run one version of the model on the request body."""
+
+
+def _is_envelope(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == ENVELOPE_TYPE
+    return False
 
 
 # Starlette's `{param}` matches one path segment, as this does.

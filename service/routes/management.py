@@ -58,9 +58,17 @@ async def _send(
     request: Request, method: str, path: str, model: str | None, query: bytes = b""
 ) -> ProxiedResponse:
     headers = [(b"accept", b"application/json"), (REQUEST_ID_HEADER, request_id(request))]
-    return await forward(
-        request, Api.MANAGEMENT, method, path, model=model, query=query, headers=headers
-    )
+    try:
+        return await forward(
+            request, Api.MANAGEMENT, method, path, model=model, query=query, headers=headers
+        )
+    finally:
+        if method != "GET":
+            # A model or default version may have changed handler: batch only once its
+            # answers say so again.
+            batcher = gateway_state(request).batcher
+            if batcher is not None:
+                batcher.forget()
 
 
 def _model_path(model: str, version: str | None = None) -> str:

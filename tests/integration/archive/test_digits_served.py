@@ -60,7 +60,7 @@ def in_process_logits(held_out: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
 
 
 def post_all(url: str, bodies: list[bytes], content_type: str) -> list[httpx.Response]:
-    # Concurrent, so TorchServe batches them (batchSize 16 in the archive's model-config.yaml).
+    # Concurrent: TorchServe queues them for its one worker.
     with httpx.Client(timeout=60) as client, ThreadPoolExecutor(8) as pool:
         return list(
             pool.map(
