@@ -1,0 +1,155 @@
+"""Batching in the gateway, in front of a fake TorchServe that holds answers on demand.
+
+The fake is for what the real TorchServe can't be made to do at a chosen moment: hold a
+request until told, fail one batch, or change handler between two requests. The real
+stack's batching is tested in tests/integration/service/test_batching.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from handlers import envelope
+from service.settings import GatewaySettings
+from tests.unit.service.test_app import INF, FakeTorchServe, gateway, settings
+
+pytestmark = pytest.mark.anyio
+REQUESTS = 6
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class EnvelopeTorchServe(FakeTorchServe):
+    """Answers `echo:<body>` per item, as a handler reading envelopes would; the first
+    request waits for `release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.reads_envelopes = True
+        self.handler = self.answer
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
+        if len(self.requests) == 2:  # the first after the one that taught the gateway
+            await self.release.wait()
+        headers = {envelope.ACCEPTS_HEADER: "1"} if self.reads_envelopes else {}
+        if request.headers.get("content-type") == envelope.CONTENT_TYPE and self.reads_envelopes:
+            answers = [
+                envelope.Answer(200, "text/plain", b"echo:" + item.body)
+                for item in envelope.unpack_request(request.content)
+            ]
+            headers["content-type"] = envelope.CONTENT_TYPE
+            return httpx.Response(200, headers=headers, content=envelope.pack_answers(answers))
+        return httpx.Response(200, headers=headers, content=b"echo:" + request.content)
+
+
+def one_slot(tmp_path: Path, **overrides: object) -> GatewaySettings:
+    """Settings with one upstream request per model at a time: the rest queue."""
+    return settings(tmp_path, gateway_batch_in_flight=1, **overrides)
+
+
+async def queue_behind_a_held_request(
+    client: httpx.AsyncClient, count: int = REQUESTS
+) -> list[asyncio.Task[httpx.Response]]:
+    """Teach the gateway that model `m` reads envelopes, then send `count` predictions while
+    the first of them is held upstream; returns once all are in the gateway."""
+    assert (await client.post("/predictions/m", content=b"hello", headers=INF)).status_code == 200
+    tasks = [
+        asyncio.create_task(client.post("/predictions/m", content=f"{i}".encode(), headers=INF))
+        for i in range(count)
+    ]
+    while f"gateway_requests_in_flight {count}.0" not in (await client.get("/metrics")).text:
+        await asyncio.sleep(0.005)
+    return tasks
+
+
+async def test_requests_queued_behind_a_busy_model_go_as_one_envelope(tmp_path: Path) -> None:
+    fake = EnvelopeTorchServe()
+    async with gateway(one_slot(tmp_path), httpx.MockTransport(fake)) as c:
+        tasks = await queue_behind_a_held_request(c)
+        fake.release.set()
+        answers = await asyncio.gather(*tasks)
+    assert [a.content for a in answers] == [f"echo:{i}".encode() for i in range(REQUESTS)]
+    assert [a.headers.get("content-type") for a in answers[1:]] == ["text/plain"] * (REQUESTS - 1)
+    assert envelope.ACCEPTS_HEADER not in answers[0].headers
+    sent = fake.requests[2]  # after the teaching request and the held one
+    assert sent.headers["content-type"] == envelope.CONTENT_TYPE
+    items = envelope.unpack_request(sent.content)
+    assert [item.body for item in items] == [f"{i}".encode() for i in range(1, REQUESTS)]
+    assert len(fake.requests) == 3
+
+
+async def test_an_envelope_holds_at_most_max_items(tmp_path: Path) -> None:
+    fake = EnvelopeTorchServe()
+    async with gateway(
+        one_slot(tmp_path, gateway_batch_max_items=2), httpx.MockTransport(fake)
+    ) as c:
+        tasks = await queue_behind_a_held_request(c)
+        fake.release.set()
+        answers = await asyncio.gather(*tasks)
+    assert [a.content for a in answers] == [f"echo:{i}".encode() for i in range(REQUESTS)]
+    first, second, last = fake.requests[2:]
+    assert [item.body for item in envelope.unpack_request(first.content)] == [b"1", b"2"]
+    assert [item.body for item in envelope.unpack_request(second.content)] == [b"3", b"4"]
+    assert last.content == b"5"  # one left: sent as a plain request
+
+
+async def test_a_failed_envelope_fails_each_of_its_requests_in_the_one_format(
+    tmp_path: Path,
+) -> None:
+    fake = EnvelopeTorchServe()
+    async with gateway(one_slot(tmp_path), httpx.MockTransport(fake)) as c:
+        tasks = await queue_behind_a_held_request(c)
+
+        async def busy(request: httpx.Request) -> httpx.Response:
+            body = b'{"code": 503, "type": "ServiceUnavailableException", '
+            body += b'"message": "Model \\"m\\" has no worker to serve inference request."}'
+            return httpx.Response(503, content=body)
+
+        fake.handler = busy
+        fake.release.set()
+        answers = await asyncio.gather(*tasks)
+    assert answers[0].status_code == 200  # held upstream before the failure began
+    for answer in answers[1:]:
+        assert answer.status_code == 503
+        assert answer.json()["type"] == "ModelBusy"
+
+
+async def test_a_client_that_leaves_the_queue_is_left_out_of_the_envelope(tmp_path: Path) -> None:
+    fake = EnvelopeTorchServe()
+    async with gateway(one_slot(tmp_path), httpx.MockTransport(fake)) as c:
+        tasks = await queue_behind_a_held_request(c)
+        tasks[3].cancel()
+        while "gateway_requests_in_flight 5.0" not in (await c.get("/metrics")).text:
+            await asyncio.sleep(0.005)
+        fake.release.set()
+        kept = await asyncio.gather(*(t for i, t in enumerate(tasks) if i != 3))
+    assert [a.status_code for a in kept] == [200] * (REQUESTS - 1)
+    items = envelope.unpack_request(fake.requests[2].content)
+    assert [item.body for item in items] == [b"1", b"2", b"4", b"5"]
+
+
+async def test_a_model_that_stops_reading_envelopes_gets_its_requests_one_by_one(
+    tmp_path: Path,
+) -> None:
+    # A new default version with a foreign handler answers the envelope as one plain input.
+    fake = EnvelopeTorchServe()
+    async with gateway(one_slot(tmp_path), httpx.MockTransport(fake)) as c:
+        tasks = await queue_behind_a_held_request(c)
+        fake.reads_envelopes = False
+        fake.release.set()
+        answers = await asyncio.gather(*tasks)
+        later = await asyncio.gather(
+            *(c.post("/predictions/m", content=b"x", headers=INF) for _ in range(3))
+        )
+    assert [a.content for a in answers] == [f"echo:{i}".encode() for i in range(REQUESTS)]
+    assert [a.content for a in later] == [b"echo:x"] * 3
+    envelopes = [r for r in fake.requests if r.headers.get("content-type") == envelope.CONTENT_TYPE]
+    assert len(envelopes) == 1  # the one it answered wrongly; never again
