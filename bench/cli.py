@@ -26,14 +26,27 @@ from bench.inprocess import load_model, measure
 from bench.loadgen import Generator, Target, choose_generator
 from bench.processes import CpuWindow, RssSampler
 from bench.report import MIB, Measurement, MemoryFigures, chart, markdown, summarize, targets
-from bench.stack import BenchModel, Stack, prepare_models, running_stack, steady_rss
+from bench.stack import (
+    GATEWAY,
+    TORCHSERVE,
+    TORCHSERVE_BATCHED,
+    BenchModel,
+    Stack,
+    batched_name,
+    prepare_models,
+    running_stack,
+    steady_rss,
+)
 from handlers.device import threads_per_worker
 from handlers.predictor import Predictor
+from service.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).with_name("results")
 BATCHED_MODEL = "mnist28"
+# The in-process batched baseline: the most the gateway sends the model in one request.
+INPROCESS_BATCH: int = GatewaySettings.model_fields["gateway_batch_max_items"].default
 
 
 @dataclass(frozen=True)
@@ -106,16 +119,20 @@ def http_window(
     options: Options,
 ) -> Measurement:
     """One window of load on TorchServe directly or through the gateway, with CPU per role."""
-    target: Target = stack.target(model, through_gateway=path == "gateway")
-    window = CpuWindow(lambda: stack.roles(model.name, workers))
+    target: Target = stack.target(model, path)
+    served_as = batched_name(model.name) if path == TORCHSERVE_BATCHED else model.name
+    window = CpuWindow(lambda: stack.roles(served_as, workers))
+    before = stack.upstream_totals().get(model.name, (0.0, 0.0))
     window.start()
     result = generator(target, concurrency, options.duration_s, options.max_requests)
     spent = window.stop()
+    after = stack.upstream_totals().get(model.name, (0.0, 0.0))
     answered = max(1, result.requests)
     cpu_ms = {role: seconds * 1e3 / answered for role, seconds in spent.items()}
     cpu_ms["client"] = result.client_cpu_s * 1e3 / answered
-    if path == "torchserve":
+    if path != GATEWAY:
         del cpu_ms["gateway"]  # idle: it is not on this path
+    sent = after[1] - before[1]
     return Measurement(
         model.name,
         path,
@@ -127,6 +144,7 @@ def http_window(
         result.errors,
         result.requests,
         cpu_ms,
+        (after[0] - before[0]) / sent if sent else 0.0,
     )
 
 
@@ -171,16 +189,19 @@ def run(options: Options) -> tuple[str, int]:
             )
             for m in models
         }
-        batches = {m.name: m.entry.serving.batch_size for m in models}
+        batches = {m.name: max(INPROCESS_BATCH, m.entry.serving.batch_size) for m in models}
         # A short run dir: the workers' Unix socket paths must fit in 107 bytes.
         with running_stack(root / "store", root / "run") as stack:
             loads = {m.name: stack.register(m) for m in models}
             workers = {name: list(load.worker_pids) for name, load in loads.items()}
+            for model in models:
+                stack.register_batched(model)
+                workers[batched_name(model.name)] = stack.worker_pids(batched_name(model.name))
             with RssSampler(stack.all_pids, 0.1) as run_sampler:
                 if options.warmup_s > 0:
                     for model in models:
-                        for path in ("torchserve", "gateway"):
-                            target = stack.target(model, path == "gateway")
+                        for path in (TORCHSERVE, TORCHSERVE_BATCHED, GATEWAY):
+                            target = stack.target(model, path)
                             generator(target, options.high, options.warmup_s, options.max_requests)
                 for round_index in range(options.rounds):
                     logger.info("round %d of %d", round_index + 1, options.rounds)
@@ -192,7 +213,12 @@ def run(options: Options) -> tuple[str, int]:
                                 )
                             )
                         for concurrency in (options.low, options.high):
-                            for path in ("torchserve", "gateway"):
+                            # TorchServe's batching only at the high concurrency: at the
+                            # low one a lone request just waits its delay.
+                            paths: tuple[str, ...] = (TORCHSERVE, GATEWAY)
+                            if concurrency == options.high:
+                                paths = (TORCHSERVE, TORCHSERVE_BATCHED, GATEWAY)
+                            for path in paths:
                                 measurements.append(
                                     http_window(
                                         stack,
@@ -240,6 +266,10 @@ def run(options: Options) -> tuple[str, int]:
         "In-process rows: req/s is samples/s, latency is one forward pass of the batch, "
         "and the worker column is this process's CPU per sample.",
         "Ratios are taken within each round (both sides back to back), then the median.",
+        "Paths: torchserve = TorchServe directly with the archive's config (batch 1: the "
+        "gateway batches); torchserve-batched = the same archive registered again with "
+        "TorchServe's own batching (16, 1 ms), the best direct baseline; gateway = through "
+        "the gateway, which batches what queues while the model is busy.",
         f"Peak RSS over the run: gateway {gateway_peak / MIB:.0f} MiB, TorchServe frontend "
         f"{frontend_peak / MIB:.0f} MiB, workers "
         + ", ".join(f"{name} {peak / MIB:.0f} MiB" for name, peak in worker_peaks.items())

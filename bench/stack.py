@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from archive.build import build_models
 from archive.spec import DEFAULT_SPEC, ModelSpec, load_spec
@@ -34,6 +35,21 @@ BENCH_MODEL_FILE = Path(__file__).with_name("mnist_cnn.py")
 WEIGHTS_SEED = 0
 BODY_SEED = 0
 REGISTER_TIMEOUT_S = 120.0
+
+# The paths a request can take to the model.
+TORCHSERVE = "torchserve"  # TorchServe directly, the archive's own serving config
+TORCHSERVE_BATCHED = "torchserve-batched"  # TorchServe directly, with TorchServe's batching
+GATEWAY = "gateway"  # through the gateway (which batches) to the archive's config
+# The archives run at TorchServe batch 1 behind the gateway, which batches; TorchServe
+# called directly does best with its own batching, measured in issue 7's first runs: 16
+# beat 8 at concurrency 32, and 1 ms fills batches there while a lone request waits it.
+DIRECT_BATCH_SIZE = 16
+DIRECT_BATCH_DELAY_MS = 1
+
+
+def batched_name(model: str) -> str:
+    """The name the archive is registered under a second time, with TorchServe's batching."""
+    return f"{model}-tsbatch"
 
 
 @dataclass(frozen=True)
@@ -118,9 +134,52 @@ class Stack:
     torchserve: TorchServe
     gateway: Gateway
 
-    def target(self, model: BenchModel, through_gateway: bool) -> Target:
-        base = self.gateway.url if through_gateway else self.torchserve.inference_url
-        return Target(f"{base}/predictions/{model.name}", model.body, model.content_type)
+    def target(self, model: BenchModel, path: str) -> Target:
+        """Where `path` ("torchserve", "torchserve-batched" or "gateway") sends `model`'s body."""
+        if path == GATEWAY:
+            url = f"{self.gateway.url}/predictions/{model.name}"
+        elif path == TORCHSERVE_BATCHED:
+            url = f"{self.torchserve.inference_url}/predictions/{batched_name(model.name)}"
+        else:
+            url = f"{self.torchserve.inference_url}/predictions/{model.name}"
+        return Target(url, model.body, model.content_type)
+
+    def register_batched(self, model: BenchModel) -> None:
+        """Register `model`'s archive again, as `batched_name(model)`, with TorchServe's own
+        batching: the direct baseline at its best (explicit parameters override the
+        archive's model-config.yaml)."""
+        with httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client:
+            answer = client.post(
+                f"{self.torchserve.management_url}/models",
+                params={
+                    "url": f"{model.name}.mar",
+                    "model_name": batched_name(model.name),
+                    "batch_size": str(DIRECT_BATCH_SIZE),
+                    "max_batch_delay": str(DIRECT_BATCH_DELAY_MS),
+                    "initial_workers": "1",
+                    "synchronous": "true",
+                },
+            )
+        if answer.status_code != 200:
+            raise RuntimeError(f"registering {batched_name(model.name)}: {answer.text}")
+
+    def upstream_totals(self) -> dict[str, tuple[float, float]]:
+        """Per model, (predictions, requests) the gateway has sent TorchServe so far (its
+        `gateway_upstream_batch_items` histogram's sum and count)."""
+        with httpx.Client(trust_env=False, timeout=10.0) as client:
+            text = client.get(f"{self.gateway.url}/metrics").text
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "gateway_upstream_batch_items":
+                continue
+            for sample in family.samples:
+                model = sample.labels.get("model", "")
+                if sample.name.endswith("_sum"):
+                    sums[model] = sample.value
+                elif sample.name.endswith("_count"):
+                    counts[model] = sample.value
+        return {m: (sums.get(m, 0.0), n) for m, n in counts.items()}
 
     def worker_pids(self, model: str) -> list[int]:
         """The pids of `model`'s workers, from TorchServe's describe-model API."""
@@ -156,7 +215,7 @@ class Stack:
             )
             if answer.status_code != 200:
                 raise RuntimeError(f"registering {model.name}: {answer.status_code} {answer.text}")
-            target = self.target(model, through_gateway=False)
+            target = self.target(model, TORCHSERVE)
             deadline = started + REGISTER_TIMEOUT_S
             while True:
                 reply = client.post(
