@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 # Example bodies are random but fixed, so a build is reproducible and a failure repeatable.
 EXAMPLE_SEED = 0
+# The most predictions the gateway sends a model at once (GATEWAY_BATCH_MAX_ITEMS's default,
+# service/settings.py; archive/ doesn't import the gateway).
+GATEWAY_BATCH = 16
 
 
 def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
@@ -37,7 +40,7 @@ def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
 
     Raises GateError naming the model and the cause: the checkpoint or class can't be loaded
     (with the key report for a key or shape mismatch), or a request got no answer of the task's
-    form at batch size 1 or at the serving batch size.
+    form at batch size 1, or in a batch of the serving batch size or the gateway's.
     """
     try:
         predictor = load_predictor(entry.handler_settings(), base_dir, "cpu")
@@ -54,7 +57,10 @@ def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
     if batch_size > 1:
         batch = [examples[i % len(examples)] for i in range(batch_size)]
         check_batched_forward(entry.name, predictor, batch)
-        check_batch(entry.name, predictor, batch)
+    # The gateway batches too, whatever TorchServe's batch size: its batches must be answered
+    # right (in one forward pass, or one by one where the model can't batch).
+    size = max(batch_size, GATEWAY_BATCH)
+    check_batch(entry.name, predictor, [examples[i % len(examples)] for i in range(size)])
     return predictor
 
 

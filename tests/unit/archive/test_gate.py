@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from archive.cli import main
+from archive.gate import GATEWAY_BATCH
 from tests.unit.archive.helpers import tensor_entry, tiny_state_dict, write_project
 
 
@@ -80,6 +81,16 @@ def test_output_with_the_wrong_batch_size(
 def test_batch_size_1_skips_the_batched_forward(tmp_path: Path) -> None:
     project(tmp_path, tiny_state_dict(), model_class="WrongBatch", serving={"batch_size": 1})
     assert build(tmp_path) == 0
+
+
+def test_the_gateways_batches_are_checked_even_at_batch_size_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # TorchServe would send it one request at a time; the gateway sends up to 16 at once.
+    serving = {"batch_size": 1}
+    project(tmp_path, tiny_state_dict(), model_class="NotFiniteInBatches", serving=serving)
+    err = failing_build(tmp_path, capsys)
+    assert f"of a batch of {GATEWAY_BATCH}" in err and "non-finite" in err
 
 
 def test_non_finite_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
