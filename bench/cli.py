@@ -2,11 +2,12 @@
 
 Order of a run: build the archives (project build step) -> load each model in this process
 -> start TorchServe with no model and the gateway -> register each model (time to first
-answer, worker RSS while loading) -> a short warm-up of every HTTP configuration -> `rounds`
-rounds, each going through every configuration of every model back to back (in-process
-batch 1 and B; TorchServe then gateway at the low concurrency, then at the high one) ->
-stop everything -> medians, targets, `results/bench.md`, `results/bench.png`,
-`results/bench.json`. Exit status: 0, or 1 when any request failed.
+answer, worker RSS while loading), then again as `<model>-tsbatch` with TorchServe's own
+batching -> a short warm-up of every HTTP configuration -> `rounds` rounds, each going
+through every configuration of every model back to back (in-process batch 1 and B;
+TorchServe then gateway at the low concurrency; TorchServe, TorchServe batched, gateway at
+the high one) -> stop everything -> medians, targets, `results/bench.md`,
+`results/bench.png`, `results/bench.json`. Exit status: 0, or 1 when any request failed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from bench.loadgen import Generator, Target, choose_generator
 from bench.processes import CpuWindow, RssSampler
 from bench.report import MIB, Measurement, MemoryFigures, chart, markdown, summarize, targets
 from bench.stack import (
+    DIRECT_BATCH_DELAY_MS,
+    DIRECT_BATCH_SIZE,
     GATEWAY,
     TORCHSERVE,
     TORCHSERVE_BATCHED,
@@ -122,17 +125,23 @@ def http_window(
     target: Target = stack.target(model, path)
     served_as = batched_name(model.name) if path == TORCHSERVE_BATCHED else model.name
     window = CpuWindow(lambda: stack.roles(served_as, workers))
-    before = stack.upstream_totals().get(model.name, (0.0, 0.0))
+    # The gateway's own count of what it sent upstream, read around its window only: the
+    # difference is this window's batching (no warm-up, no other concurrency). A model with
+    # no request yet, or a gateway without the metric, counts (0, 0).
+    through_gateway = path == GATEWAY
+    nothing = (0.0, 0.0)
+    before = stack.upstream_totals().get(model.name, nothing) if through_gateway else nothing
     window.start()
     result = generator(target, concurrency, options.duration_s, options.max_requests)
     spent = window.stop()
-    after = stack.upstream_totals().get(model.name, (0.0, 0.0))
+    after = stack.upstream_totals().get(model.name, nothing) if through_gateway else nothing
     answered = max(1, result.requests)
     cpu_ms = {role: seconds * 1e3 / answered for role, seconds in spent.items()}
     cpu_ms["client"] = result.client_cpu_s * 1e3 / answered
     if path != GATEWAY:
         del cpu_ms["gateway"]  # idle: it is not on this path
-    sent = after[1] - before[1]
+    sent = after[1] - before[1]  # 0: not through the gateway, or its metric is absent
+    upstream_items = (after[0] - before[0]) / sent if sent > 0 else 0.0
     return Measurement(
         model.name,
         path,
@@ -144,7 +153,7 @@ def http_window(
         result.errors,
         result.requests,
         cpu_ms,
-        (after[0] - before[0]) / sent if sent else 0.0,
+        upstream_items,
     )
 
 
@@ -268,8 +277,10 @@ def run(options: Options) -> tuple[str, int]:
         "Ratios are taken within each round (both sides back to back), then the median.",
         "Paths: torchserve = TorchServe directly with the archive's config (batch 1: the "
         "gateway batches); torchserve-batched = the same archive registered again with "
-        "TorchServe's own batching (16, 1 ms), the best direct baseline; gateway = through "
-        "the gateway, which batches what queues while the model is busy.",
+        f"TorchServe's own batching ({DIRECT_BATCH_SIZE}, {DIRECT_BATCH_DELAY_MS} ms) at "
+        f"c{options.high} only, the best direct baseline; gateway = through the gateway, "
+        "which batches what queues while the model is busy. The gateway throughput target "
+        "divides by the faster direct path in each round.",
         f"Peak RSS over the run: gateway {gateway_peak / MIB:.0f} MiB, TorchServe frontend "
         f"{frontend_peak / MIB:.0f} MiB, workers "
         + ", ".join(f"{name} {peak / MIB:.0f} MiB" for name, peak in worker_peaks.items())

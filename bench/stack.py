@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ from launcher.gateway import Gateway
 from launcher.torchserve import TorchServe
 from tests.support.servers import running_gateway, running_torchserve
 
+logger = logging.getLogger(__name__)
+
 BENCH_SPEC = Path(__file__).with_name("models.toml")
 BENCH_MODEL_FILE = Path(__file__).with_name("mnist_cnn.py")
 WEIGHTS_SEED = 0
@@ -45,11 +48,36 @@ GATEWAY = "gateway"  # through the gateway (which batches) to the archive's conf
 # beat 8 at concurrency 32, and 1 ms fills batches there while a lone request waits it.
 DIRECT_BATCH_SIZE = 16
 DIRECT_BATCH_DELAY_MS = 1
+# The gateway's histogram of predictions per request it sends TorchServe (service.metrics).
+UPSTREAM_ITEMS_METRIC = "gateway_upstream_batch_items"
 
 
 def batched_name(model: str) -> str:
     """The name the archive is registered under a second time, with TorchServe's batching."""
     return f"{model}-tsbatch"
+
+
+def upstream_batch_items(exposition: str) -> dict[str, tuple[float, float]]:
+    """Per `model` label, the (sum, count) of the gateway's `gateway_upstream_batch_items`
+    histogram in a Prometheus text exposition: predictions, and requests carrying them, sent
+    to TorchServe. Empty when the metric is absent or the text does not parse.
+    """
+    totals: dict[str, tuple[float, float]] = {}
+    try:
+        for family in text_string_to_metric_families(exposition):
+            if family.name != UPSTREAM_ITEMS_METRIC:
+                continue
+            for sample in family.samples:
+                model = sample.labels.get("model", "")
+                total, count = totals.get(model, (0.0, 0.0))
+                if sample.name == f"{UPSTREAM_ITEMS_METRIC}_sum":
+                    totals[model] = (sample.value, count)
+                elif sample.name == f"{UPSTREAM_ITEMS_METRIC}_count":
+                    totals[model] = (total, sample.value)
+    except ValueError as exc:  # the parser's only complaint about a malformed exposition
+        logger.warning("gateway /metrics did not parse: %s", exc)
+        return {}
+    return totals
 
 
 @dataclass(frozen=True)
@@ -146,14 +174,17 @@ class Stack:
 
     def register_batched(self, model: BenchModel) -> None:
         """Register `model`'s archive again, as `batched_name(model)`, with TorchServe's own
-        batching: the direct baseline at its best (explicit parameters override the
-        archive's model-config.yaml)."""
+        batching: the direct baseline at its best. Explicit register parameters override the
+        archive's model-config.yaml in TorchServe 0.12; raises RuntimeError when TorchServe
+        refuses the registration or serves it with another batch size or delay.
+        """
+        name = batched_name(model.name)
         with httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client:
             answer = client.post(
                 f"{self.torchserve.management_url}/models",
                 params={
                     "url": f"{model.name}.mar",
-                    "model_name": batched_name(model.name),
+                    "model_name": name,
                     "batch_size": str(DIRECT_BATCH_SIZE),
                     "max_batch_delay": str(DIRECT_BATCH_DELAY_MS),
                     "initial_workers": "1",
@@ -161,25 +192,29 @@ class Stack:
                 },
             )
         if answer.status_code != 200:
-            raise RuntimeError(f"registering {batched_name(model.name)}: {answer.text}")
+            raise RuntimeError(f"registering {name}: {answer.status_code} {answer.text}")
+        described = self.describe(name)
+        served = (described.get("batchSize"), described.get("maxBatchDelay"))
+        if served != (DIRECT_BATCH_SIZE, DIRECT_BATCH_DELAY_MS):
+            raise RuntimeError(
+                f"{name} is served at batch {served[0]}, {served[1]} ms, not "
+                f"{DIRECT_BATCH_SIZE}, {DIRECT_BATCH_DELAY_MS} ms: the register parameters "
+                "were ignored"
+            )
 
     def upstream_totals(self) -> dict[str, tuple[float, float]]:
-        """Per model, (predictions, requests) the gateway has sent TorchServe so far (its
-        `gateway_upstream_batch_items` histogram's sum and count)."""
-        with httpx.Client(trust_env=False, timeout=10.0) as client:
-            text = client.get(f"{self.gateway.url}/metrics").text
-        sums: dict[str, float] = {}
-        counts: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            if family.name != "gateway_upstream_batch_items":
-                continue
-            for sample in family.samples:
-                model = sample.labels.get("model", "")
-                if sample.name.endswith("_sum"):
-                    sums[model] = sample.value
-                elif sample.name.endswith("_count"):
-                    counts[model] = sample.value
-        return {m: (sums.get(m, 0.0), n) for m, n in counts.items()}
+        """Per model, (predictions, requests) the gateway has sent TorchServe so far, from its
+        /metrics (see `upstream_batch_items`); empty when that cannot be read."""
+        try:
+            with httpx.Client(trust_env=False, timeout=10.0) as client:
+                answer = client.get(f"{self.gateway.url}/metrics")
+        except httpx.HTTPError as exc:
+            logger.warning("gateway /metrics unreadable: %s", exc)
+            return {}
+        if answer.status_code != 200:
+            logger.warning("gateway /metrics answered %d", answer.status_code)
+            return {}
+        return upstream_batch_items(answer.text)
 
     def worker_pids(self, model: str) -> list[int]:
         """The pids of `model`'s workers, from TorchServe's describe-model API."""

@@ -34,12 +34,18 @@ def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> No
     for path in ("in-process", "torchserve", "gateway"):
         for model in ("digits", "mnist28"):
             assert re.search(rf"\| {model} \| {path} \|", table), (model, path)
+    for model in ("digits", "mnist28"):  # TorchServe's own batching: the high load only
+        assert re.search(rf"\| {model} \| torchserve-batched \| c4 \|", table), model
+        assert not re.search(rf"\| {model} \| torchserve-batched \| c1 \|", table), model
     assert "### Targets (issue 7)" in table
+    assert "gateway / best direct req/s at c4 (best: " in table
     assert (results / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     report = json.loads((results / "bench.json").read_text())
     served = [m for m in report["measurements"] if m["path"] != "in-process"]
     assert served and all(m["requests"] > 0 and m["errors"] == 0 for m in served)
+    # The gateway's own metric: every request it sent TorchServe carried at least one item.
+    assert all((m["upstream_items"] >= 1) == (m["path"] == "gateway") for m in served), served
     assert {m["model"] for m in report["memory"]} == {"digits", "mnist28"}
 
     # Every server the run started (the launcher logs their pids) is gone.
