@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 
 from handlers.errors import RequestError
@@ -98,9 +99,30 @@ def _load_npy(payload: bytes | bytearray, expected: str) -> np.ndarray[Any, Any]
     return array
 
 
+# orjson reads an integer of 19 digits or more as a float (json.loads keeps it exact): such
+# bodies take the standard library's path. Digits map to "9", all else to " ", then one search.
+_DIGITS_ONLY = bytes(0x39 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_NUMBER = b"9" * 19
+
+
+def loads_json(raw: bytes | bytearray) -> Any:
+    """``json.loads``, about 3x faster on number arrays: orjson where it reads the text the same.
+
+    Anything orjson refuses (NaN, lone surrogates, UTF-16) or could read differently (a run
+    of 19+ digits) goes through ``json.loads``, so the result, and what is an error, stay the
+    standard library's. Raises ValueError (or UnicodeDecodeError) as ``json.loads`` does.
+    """
+    if _LONG_NUMBER not in raw.translate(_DIGITS_ONLY):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
 def _parse_json(raw: bytes | bytearray, expected: str) -> Any:
     try:
-        return json.loads(raw)
+        return loads_json(raw)
     except (ValueError, UnicodeDecodeError):
         raise RequestError(
             f"expected a {expected} as a JSON nested list or an application/x-npy body"

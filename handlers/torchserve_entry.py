@@ -12,6 +12,7 @@ from typing import Any
 
 from handlers import envelope
 from handlers.batch import Failure
+from handlers.decoding import loads_json
 from handlers.device import configure_threads, select_device
 from handlers.integrity import verify_manifest
 from handlers.predictor import Predictor, load_predictor
@@ -99,7 +100,7 @@ def as_torchserve_decodes(item: envelope.Item) -> Any:
     kind = item.content_type.split(";", 1)[0].strip().lower()
     try:
         if kind == "application/json":
-            return json.loads(item.body)
+            return loads_json(item.body)
         if kind.startswith("text"):
             return item.body.decode("utf-8")
     except (ValueError, UnicodeDecodeError):

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from handlers.decoding import decode_array, decode_image
+from handlers.decoding import decode_array, decode_image, loads_json
 from handlers.errors import RequestError
 from handlers.settings import ImageSpec, InputSpec
 
@@ -139,3 +139,45 @@ def test_any_json_value_gives_a_tensor_or_a_request_error(value: object) -> None
         except RequestError:
             continue
         assert result.shape == (2, 3)
+
+
+def _same_json(a: object, b: object) -> bool:
+    # NaN != NaN: compare the canonical text, which also tells 1 from 1.0 and keeps order.
+    return json.dumps(a) == json.dumps(b) and type(a) is type(b)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[[1.5, -2, 3e-7]]",
+        b"[NaN, Infinity, -Infinity]",  # orjson refuses these; json.loads reads them
+        b"[123456789012345678901234567890]",  # past 64 bits
+        b'["\\ud800"]',  # a lone surrogate
+        "[1, 2]".encode("utf-16"),  # json.loads detects UTF-16 and UTF-32 bodies
+        b"[1e400]",
+        b'{"a": 1, "a": 2}',
+    ],
+)
+def test_loads_json_reads_what_json_loads_reads(raw: bytes) -> None:
+    assert _same_json(loads_json(raw), json.loads(raw))
+
+
+@pytest.mark.parametrize("raw", [b"", b"[1,", b"\xff\xfe\x00", b"[1] x", b"{'a': 1}"])
+def test_loads_json_refuses_what_json_loads_refuses(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    with pytest.raises(ValueError):
+        loads_json(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+        max_leaves=20,
+    )
+)
+def test_loads_json_equals_json_loads_on_any_value(value: object) -> None:
+    raw = json.dumps(value).encode("utf-8", "surrogatepass")
+    assert _same_json(loads_json(raw), json.loads(raw))
