@@ -28,6 +28,7 @@ from archive.spec import DEFAULT_SPEC, ModelSpec, load_spec
 from bench.loadgen import Target
 from bench.processes import RssSampler, python_children, rss_bytes
 from launcher.gateway import Gateway
+from launcher.registration import registration_query
 from launcher.torchserve import TorchServe
 from tests.support.servers import running_gateway, running_torchserve
 
@@ -244,9 +245,12 @@ class Stack:
             httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client,
         ):
             started = time.perf_counter()
+            # As the launcher registers it: batch size and delay exactly as the archive says.
+            archive = self.torchserve.settings.model_store / f"{model.name}.mar"
+            query = registration_query(archive, default_workers=1)
             answer = client.post(
                 f"{self.torchserve.management_url}/models",
-                params={"url": f"{model.name}.mar", "synchronous": "true"},
+                params={**query, "synchronous": "true"},
             )
             if answer.status_code != 200:
                 raise RuntimeError(f"registering {model.name}: {answer.status_code} {answer.text}")

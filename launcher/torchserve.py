@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import httpx
 
 from launcher.config import log4j2_config_path, render_torchserve_config
 from launcher.errors import LauncherError, PortInUseError, SocketPathTooLong
-from launcher.process import ChildProcess, ManagedServer, child_env
+from launcher.process import ChildProcess, ManagedServer, child_env, read_tail
+from launcher.registration import register_archives
 from launcher.settings import LauncherSettings
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,9 @@ class TorchServe(ManagedServer):
 
     Args:
         settings: ports, bind host, model store and run dir.
-        models: archive file names in the store to load (None: every archive there).
+        models: archive file names in the store to serve (None: every archive there). They
+            are registered through the management API once TorchServe answers
+            (`launcher.registration`), not by `load_models`.
         max_body_bytes: the gateway's body limit (default: from the environment).
         console: send TorchServe's console output to ours (a container's entry command)
             instead of `<log_dir>/console.log`.
@@ -86,16 +90,20 @@ class TorchServe(ManagedServer):
         console: bool = False,
     ) -> None:
         self.settings = settings
+        for name in models or ():
+            if Path(name).name != name or not name.endswith(".mar"):
+                raise LauncherError(f"{name!r} is not the file name of an archive (NAME.mar)")
         self.models = list(models) if models is not None else None
         self.run_dir = (settings.run_dir / "torchserve").resolve()
         self.config_path = self.run_dir / "config.properties"
         self.log_dir = self.run_dir / "logs"
         self.tmp_dir = self.run_dir / "tmp"
         self._config_text = render_torchserve_config(
-            settings, models=models, max_body_bytes=max_body_bytes
+            settings, models=[], max_body_bytes=max_body_bytes
         )
         self._console = console
         self._process: ChildProcess | None = None
+        self._registered = False
 
     @property
     def _client_host(self) -> str:
@@ -179,6 +187,7 @@ class TorchServe(ManagedServer):
         for directory in (self.log_dir, self.tmp_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self._config_text)
+        self._registered = False  # a fresh frontend knows no model
         env = child_env(
             {
                 "JAVA_HOME": str(_java_home()),
@@ -213,24 +222,33 @@ class TorchServe(ManagedServer):
         )
 
     def wait_ready(self, timeout: float = 180.0) -> list[str]:
-        """Wait until /ping is healthy and every expected model has all its workers READY.
+        """Wait for /ping, register the archives (first call only), then wait until every
+        expected model has all its workers READY.
 
         Returns the names of the registered models.
 
         Raises:
             ProcessExited: TorchServe exited first (the message holds its log tail).
             ReadyTimeout: not ready within `timeout` seconds.
+            LauncherError: an archive is unreadable or TorchServe refused to register it.
         """
         if self._process is None:
             raise RuntimeError("TorchServe was not started")
-        expected = self._expected_model_count()
+        started = time.monotonic()
+        expected = len(self._archives())
         ready: list[str] = []
         # trust_env=False: a proxy from the environment must never see loopback traffic.
         with httpx.Client(trust_env=False, timeout=5.0) as client:
 
+            def pinged() -> bool:
+                try:
+                    return client.get(f"{self.inference_url}/ping").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
             def models_ready() -> bool:
                 try:
-                    if client.get(f"{self.inference_url}/ping").status_code != 200:
+                    if not pinged():
                         return False
                     names = [
                         m["modelName"]
@@ -248,15 +266,29 @@ class TorchServe(ManagedServer):
                 ready[:] = names
                 return True
 
+            self._process.wait_until(pinged, timeout=timeout, what="/ping was healthy")
+            if not self._registered:
+                try:
+                    register_archives(
+                        client,
+                        self.management_url,
+                        self._archives(),
+                        self.settings.torchserve_workers_per_model,
+                    )
+                except LauncherError as exc:  # the worker's own error is in the logs
+                    raise LauncherError(f"{exc}\n{read_tail(self._process.tail_files)}") from None
+                self._registered = True
             what = f"/ping was healthy and {expected} model(s) had every worker READY"
-            self._process.wait_until(models_ready, timeout=timeout, what=what)
+            left = max(1.0, timeout - (time.monotonic() - started))
+            self._process.wait_until(models_ready, timeout=left, what=what)
         logger.info("TorchServe ready with models: %s", ", ".join(ready) or "(none)")
         return ready
 
-    def _expected_model_count(self) -> int:
+    def _archives(self) -> list[Path]:
+        store = self.settings.model_store
         if self.models is not None:
-            return len(self.models)
-        return len(list(self.settings.model_store.glob("*.mar")))
+            return [store / name for name in self.models]
+        return sorted(store.glob("*.mar"))
 
     def returncode(self) -> int | None:
         """TorchServe's exit status, or None while it runs."""

@@ -68,11 +68,11 @@ class GatewaySettings(BaseSettings):
     gateway_upstream_connections: Annotated[int, Field(gt=0)] = 100
     gateway_upstream_transport: UpstreamTransport = UpstreamTransport.AIOHTTP
     # Batching in the gateway (service.batching): predictions for a model go upstream at
-    # once while it has fewer than GATEWAY_BATCH_IN_FLIGHT requests there (one per worker,
-    # plus one so a worker never waits on the gateway); later ones queue and go together,
-    # up to GATEWAY_BATCH_MAX_ITEMS per request. 1 turns batching off.
+    # once while it has fewer than GATEWAY_BATCH_IN_FLIGHT requests there (one running, two
+    # queued that TorchServe hands the worker together: archives run batch 2, delay 0);
+    # later ones queue and go together, up to GATEWAY_BATCH_MAX_ITEMS per request (1: off).
     gateway_batch_max_items: Annotated[int, Field(ge=1, le=1024)] = 16
-    gateway_batch_in_flight: Annotated[int, Field(ge=1)] = 2
+    gateway_batch_in_flight: Annotated[int, Field(ge=1)] = 3
     # `/readyz` asks TorchServe about this many models at once, each within this time.
     gateway_readiness_concurrency: Annotated[int, Field(gt=0)] = 8
     gateway_readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0

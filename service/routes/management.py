@@ -7,12 +7,15 @@ registers only an archive that exists in MODEL_STORE, named by its file name.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
+from service.archive_config import ArchiveUnreadable, batching_query
 from service.errors import InvalidRequest, error_responses
 from service.headers import REQUEST_ID_HEADER
 from service.proxy import ProxiedResponse, forward, gateway_state, request_id
@@ -98,9 +101,20 @@ async def register_model(
     batch_size: Annotated[int | None, Query(ge=1, le=1024)] = None,
     max_batch_delay: Annotated[int | None, Query(ge=0, le=60_000)] = None,
 ) -> ProxiedResponse:
-    """Register an archive from the model store, e.g. `url=my_model.mar`."""
+    """Register an archive from the model store, e.g. `url=my_model.mar`.
+
+    Without `batch_size` and `max_batch_delay`, both come from the archive's config: TorchServe
+    alone would read its `maxBatchDelay: 0` as 100 ms (`service.archive_config`)."""
+    store = gateway_state(request).settings.model_store
+    archive = resolve_archive(url, store)
+    if batch_size is None and max_batch_delay is None:
+        with contextlib.suppress(ArchiveUnreadable):  # TorchServe then says what is wrong
+            batching = await asyncio.to_thread(batching_query, store / archive)
+            batch_size = int(batching["batch_size"]) if "batch_size" in batching else None
+            if "max_batch_delay" in batching:
+                max_batch_delay = int(batching["max_batch_delay"])
     values = {
-        "url": resolve_archive(url, gateway_state(request).settings.model_store),
+        "url": archive,
         "initial_workers": initial_workers,
         "synchronous": synchronous,
         "batch_size": batch_size,

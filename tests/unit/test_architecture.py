@@ -80,7 +80,7 @@ def test_gateway_app_builds_without_torch_installed() -> None:
     # only handlers/envelope.py of handlers/.
     code = (
         "import sys\n"
-        "for name in ('torch', 'archive', 'numpy', 'PIL', 'yaml'):\n"
+        "for name in ('torch', 'archive', 'numpy', 'PIL'):\n"
         "    sys.modules[name] = None\n"
         "from service.app import create_app\n"
         "from service.settings import GatewaySettings\n"

@@ -9,9 +9,9 @@ import psutil
 import pytest
 
 from launcher.config import BODY_LIMIT_HEADROOM_BYTES
-from launcher.errors import ProcessExited, ReadyTimeout
+from launcher.errors import LauncherError, ProcessExited
 from launcher.torchserve import TorchServe
-from tests.support.archives import build_echo_archive
+from tests.support.archives import GREEDY_CONFIG, build_echo_archive
 from tests.support.servers import running_torchserve, torchserve_settings
 
 pytestmark = pytest.mark.integration
@@ -121,6 +121,44 @@ def test_limits_workers_and_model_list_are_applied(tmp_path: Path, client: httpx
     assert over_limit.status_code == 413
 
 
+def test_archives_are_served_with_their_own_batch_size_and_zero_delay(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    store = tmp_path / "store"
+    build_echo_archive(store, "greedy", GREEDY_CONFIG)
+    build_echo_archive(store, "echo")
+
+    with running_torchserve(store, tmp_path / "run") as ts:
+        (greedy,) = client.get(f"{ts.management_url}/models/greedy").json()
+        (echo,) = client.get(f"{ts.management_url}/models/echo").json()
+        # What TorchServe makes of the same archive on its own (as `load_models` would).
+        plain = client.post(
+            f"{ts.management_url}/models",
+            params={"url": "greedy.mar", "model_name": "plain", "synchronous": "true"},
+        )
+        (described_plain,) = client.get(f"{ts.management_url}/models/plain").json()
+        answer = client.post(f"{ts.inference_url}/predictions/greedy", content=b"ab")
+
+    assert (greedy["batchSize"], greedy["maxBatchDelay"]) == (2, 0)
+    assert len(greedy["workers"]) == 1
+    assert len(echo["workers"]) == 1 and echo["batchSize"] == 1
+    assert plain.status_code == 200, plain.text
+    assert described_plain["maxBatchDelay"] == 100
+    assert answer.json() == {"echo_bytes": 2}
+
+
+def test_an_unreadable_archive_stops_the_start_with_its_name(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    build_echo_archive(store, "echo")
+    (store / "junk.mar").write_bytes(b"not an archive")
+
+    with (
+        pytest.raises(LauncherError, match=r"junk\.mar"),
+        running_torchserve(store, tmp_path / "run"),
+    ):
+        pass
+
+
 def test_models_can_be_registered_only_from_the_store(
     echo_store: Path, tmp_path: Path, client: httpx.Client
 ) -> None:
@@ -139,7 +177,7 @@ def test_models_can_be_registered_only_from_the_store(
     assert remote.status_code >= 400
 
 
-def test_a_model_that_cannot_load_times_out_with_its_error(tmp_path: Path) -> None:
+def test_a_model_that_cannot_load_stops_the_start_with_its_error(tmp_path: Path) -> None:
     handler = tmp_path / "failing_handler.py"
     handler.write_text(FAILING_HANDLER)
     from model_archiver.model_archiver_config import ModelArchiverConfig
@@ -154,8 +192,8 @@ def test_a_model_that_cannot_load_times_out_with_its_error(tmp_path: Path) -> No
     )
 
     with (
-        pytest.raises(ReadyTimeout, match="marker-7d1f"),
-        running_torchserve(store, tmp_path / "run", timeout=10),
+        pytest.raises(LauncherError, match=r"(?s)failing\.mar.*marker-7d1f"),
+        running_torchserve(store, tmp_path / "run", timeout=60),
     ):
         pass
 

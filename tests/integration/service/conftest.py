@@ -15,7 +15,7 @@ import pytest
 
 from launcher.gateway import Gateway
 from launcher.torchserve import TorchServe
-from tests.support.archives import build_echo_archive
+from tests.support.archives import GREEDY_CONFIG, build_echo_archive
 from tests.support.servers import running_gateway, running_torchserve
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -62,6 +62,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("store")
     build_echo_archive(store)
     build_echo_archive(store, "spare")  # registered and removed by the management test
+    build_echo_archive(store, "greedy", GREEDY_CONFIG)  # batch 2, delay 0: registration test
     build_archive(store, "adder_v1.mar", "adder", "versioned_handler.py", "1.0")
     build_archive(store, "adder_v2.mar", "adder", "versioned_handler.py", "2.0")
     build_archive(store, "sleepy.mar", "sleepy", "sleep_handler.py")

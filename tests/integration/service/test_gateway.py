@@ -108,6 +108,23 @@ def test_management_round_trip(gateway: Gateway, client: httpx.Client) -> None:
     assert_error(client.get(f"{url}/models/spare", headers=MGMT), 404, "ModelNotFound")
 
 
+def test_registration_takes_batch_size_and_delay_from_the_archive(
+    gateway: Gateway, client: httpx.Client
+) -> None:
+    # TorchServe alone reads the archive's `maxBatchDelay: 0` as 100 ms; the gateway passes
+    # the archive's values explicitly unless the client gives its own.
+    described = []
+    for extra in ({}, {"batch_size": 4, "max_batch_delay": 3}):
+        params = {"url": "greedy.mar", "synchronous": "true", **extra}
+        registered = client.post(f"{gateway.url}/models", params=params, headers=MGMT)
+        assert registered.status_code == 200, registered.text
+        (model,) = client.get(f"{gateway.url}/models/greedy", headers=MGMT).json()
+        described.append((model["batchSize"], model["maxBatchDelay"]))
+        removed = client.delete(f"{gateway.url}/models/greedy/1.0", headers=MGMT)
+        assert removed.status_code == 200, removed.text
+    assert described == [(2, 0), (4, 3)]
+
+
 def test_readyz_before_and_after_a_model_loads(gateway: Gateway, client: httpx.Client) -> None:
     assert client.get(f"{gateway.url}/readyz").status_code == 200
     started = client.post(

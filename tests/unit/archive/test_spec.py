@@ -31,14 +31,14 @@ def test_defaults() -> None:
     assert model.model_kwargs == {}
     assert model.input is not None and model.input.dtype == "float32"
     serving = model.serving
-    assert (serving.batch_size, serving.max_batch_delay_ms) == (8, 1)
+    assert (serving.batch_size, serving.max_batch_delay_ms) == (2, 0)
     assert (serving.workers, serving.response_timeout_s) == (1, 120)
 
 
 def test_no_serving_table_means_defaults() -> None:
     entry = tensor_entry()
     del entry["serving"]
-    assert parse(entry).models[0].serving.batch_size == 8
+    assert parse(entry).models[0].serving.batch_size == 2
 
 
 def test_handler_settings_carry_every_key() -> None:
