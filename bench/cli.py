@@ -275,8 +275,8 @@ def run(options: Options) -> tuple[str, int]:
         "In-process rows: req/s is samples/s, latency is one forward pass of the batch, "
         "and the worker column is this process's CPU per sample.",
         "Ratios are taken within each round (both sides back to back), then the median.",
-        "Paths: torchserve = TorchServe directly with the archive's config (batch 1: the "
-        "gateway batches); torchserve-batched = the same archive registered again with "
+        "Paths: torchserve = TorchServe directly with the archive's config, batch size and "
+        "delay explicit as the launcher registers it; torchserve-batched = the same archive registered again with "
         f"TorchServe's own batching ({DIRECT_BATCH_SIZE}, {DIRECT_BATCH_DELAY_MS} ms) at "
         f"c{options.high} only, the best direct baseline; gateway = through the gateway, "
         "which batches what queues while the model is busy. The gateway throughput target "
