@@ -276,7 +276,8 @@ def run(options: Options) -> tuple[str, int]:
         "and the worker column is this process's CPU per sample.",
         "Ratios are taken within each round (both sides back to back), then the median.",
         "Paths: torchserve = TorchServe directly with the archive's config, batch size and "
-        "delay explicit as the launcher registers it; torchserve-batched = the same archive registered again with "
+        "delay explicit as the launcher registers it; torchserve-batched = the same archive "
+        "registered again with "
         f"TorchServe's own batching ({DIRECT_BATCH_SIZE}, {DIRECT_BATCH_DELAY_MS} ms) at "
         f"c{options.high} only, the best direct baseline; gateway = through the gateway, "
         "which batches what queues while the model is busy. The gateway throughput target "
