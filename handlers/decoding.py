@@ -6,6 +6,7 @@ Every failure is a RequestError whose message says what was expected, so the cli
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from typing import Any
@@ -76,7 +77,9 @@ def decode_image(payload: Any, spec: ImageSpec) -> torch.Tensor:
         width, height = opened.size
         if width * height > MAX_IMAGE_PIXELS:
             raise RequestError(f"image of {width}x{height} pixels is too large")
-        image = opened.convert(spec.mode)
+        # convert() of an image already in spec.mode only copies it: load it in place.
+        image = opened.convert(spec.mode) if opened.mode != spec.mode else opened
+        image.load()
         height_out, width_out = spec.size
         if image.size != (width_out, height_out):
             image = image.resize((width_out, height_out), Image.Resampling.BILINEAR)
@@ -84,9 +87,18 @@ def decode_image(payload: Any, spec: ImageSpec) -> torch.Tensor:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise RequestError(f"expected {expected}; the body could not be decoded") from None
     pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
-    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
-    return torch.from_numpy(np.ascontiguousarray((pixels / 255.0 - mean) / std))
+    scale, offset = _normalisation(spec.mean, spec.std)
+    return torch.from_numpy(np.ascontiguousarray(pixels * scale + offset))
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation(
+    mean: tuple[float, ...], std: tuple[float, ...]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """``(pixels / 255 - mean) / std`` as ``pixels * scale + offset``, per channel."""
+    mean_ = np.asarray(mean, dtype=np.float64).reshape(-1, 1, 1)
+    std_ = np.asarray(std, dtype=np.float64).reshape(-1, 1, 1)
+    return (1.0 / (255.0 * std_)).astype(np.float32), (-mean_ / std_).astype(np.float32)
 
 
 def _load_npy(payload: bytes | bytearray, expected: str) -> np.ndarray[Any, Any]:

@@ -151,7 +151,7 @@ def test_each_format_builds_a_clean_archive_that_serves(tmp_path: Path, fmt: str
 
     handler, context = handler_for(mar, tmp_path)
     x = [1.0, -2.0, 0.5, 3.0]
-    (answer,) = handler.handle([{"body": x}], context)
+    (answer,) = map(json.loads, handler.handle([{"body": x}], context))
     assert answer == pytest.approx(tiny_expected(x))
 
 
@@ -212,7 +212,7 @@ def test_image_archive_serves_png_with_labels(tmp_path: Path) -> None:
     handler, context = handler_for(mar, tmp_path)
     body = io.BytesIO()
     Image.new("L", (2, 2), color=255).save(body, format="PNG")
-    (answer,) = handler.handle([{"data": bytearray(body.getvalue())}], context)
+    (answer,) = map(json.loads, handler.handle([{"data": bytearray(body.getvalue())}], context))
     # Pixels of 255 normalise to (1 - 0.5) / 0.25 = 2: logits are 2 * row sums + bias.
     logits = torch.tensor(tiny_expected([2.0, 2.0, 2.0, 2.0]))
     probabilities = torch.softmax(logits, dim=0)

@@ -77,7 +77,8 @@ assert len(classes) == 1, classes  # TorchServe needs exactly one class in the h
 handler = classes[0]()
 context = MockContext(Path({str(model_dir)!r}))
 handler.initialize(context)
-print(json.dumps(handler.handle([{{"body": [1.0, 2.0, 3.0, 4.0]}}], context)))
+answers = handler.handle([{{"body": [1.0, 2.0, 3.0, 4.0]}}], context)
+print(json.dumps([json.loads(a) for a in answers]))
 """
     completed = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False

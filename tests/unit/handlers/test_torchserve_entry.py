@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from PIL import Image
 from handlers import envelope
 from handlers.errors import IntegrityError
 from handlers.integrity import MANIFEST_NAME, write_manifest
-from handlers.torchserve_entry import CheckpointHandler
+from handlers.torchserve_entry import CheckpointHandler, drop_per_batch_log_line
 from tests.unit.handlers.helpers import MODELS_FILE, MockContext, affine_expected, affine_state_dict
 
 
@@ -64,7 +65,7 @@ def test_batch_with_one_bad_request(tmp_path: Path) -> None:
         {"body": bytearray(b"not json")},
         {"data": bytearray(array.getvalue())},  # application/x-npy
     ]
-    answers = handler.handle(data, context)
+    answers = [json.loads(a) for a in handler.handle(data, context)]
     assert answers[0] == affine_expected(good) == answers[2]
     assert answers[1]["code"] == 400 and answers[1]["type"] == "InvalidInput"
     assert context.statuses == {1: (400, answers[1]["message"])}
@@ -87,7 +88,8 @@ def test_image_classification_with_labels(tmp_path: Path) -> None:
     pixels = np.array([[255, 0], [0, 0]], dtype=np.uint8)  # only the first pixel lit: class 0
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    (answer,) = handler.handle([{"body": bytearray(buffer.getvalue())}], context)
+    (raw,) = handler.handle([{"body": bytearray(buffer.getvalue())}], context)
+    answer = json.loads(raw)
     assert list(answer) == ["dark", "mid", "light"]
     probs = torch.softmax(torch.tensor([10.0, 0.0, 0.0]), 0).tolist()
     assert answer == pytest.approx(dict(zip(["dark", "mid", "light"], probs, strict=True)))
@@ -127,7 +129,7 @@ def test_an_envelope_joins_the_batch_and_answers_each_item_as_alone(tmp_path: Pa
     context.with_body_content_types("application/json", envelope.CONTENT_TYPE)
     plain, packed = handler.handle(data, context)
 
-    assert plain == affine_expected(first)
+    assert json.loads(plain) == affine_expected(first)
     assert context.statuses == {}
     assert context.response_headers[1]["content-type"] == envelope.CONTENT_TYPE
     assert all(context.response_headers[i][envelope.ACCEPTS_HEADER] == "1" for i in (0, 1))
@@ -139,7 +141,7 @@ def test_an_envelope_joins_the_batch_and_answers_each_item_as_alone(tmp_path: Pa
     # Each item's answer is byte for byte what TorchServe would send for it alone.
     alone_context = MockContext(tmp_path, {}).with_body_content_types("application/json")
     (alone,) = handler.handle([{"body": [1, 2]}], alone_context)
-    assert bad.body == json.dumps(alone, indent=2).encode()
+    assert bad.body == alone == json.dumps(json.loads(alone), indent=2).encode()
     assert ok.body == json.dumps(affine_expected(second), indent=2).encode()
 
 
@@ -148,7 +150,10 @@ def test_a_malformed_envelope_fails_alone(tmp_path: Path) -> None:
     good = [1.0, 2.0, 3.0, 4.0]
     truncated = envelope.pack_request([envelope.Item("application/json", b"[1]")])[:-1]
     context.with_body_content_types(envelope.CONTENT_TYPE, "application/json")
-    broken, answer = handler.handle([{"body": bytearray(truncated)}, {"body": good}], context)
+    broken, answer = (
+        json.loads(a)
+        for a in handler.handle([{"body": bytearray(truncated)}, {"body": good}], context)
+    )
     assert broken["code"] == 400 and "truncated" in broken["message"]
     assert context.statuses == {0: (400, broken["message"])}
     assert answer == affine_expected(good)
@@ -159,6 +164,45 @@ def test_a_body_that_merely_looks_like_an_envelope_is_a_plain_input(tmp_path: Pa
     handler, context = initialized(model_dir(tmp_path, affine_state_dict()), tensor_config())
     body = bytearray(envelope.pack_request([envelope.Item("application/json", b"[1, 2, 3, 4]")]))
     context.with_body_content_types("application/octet-stream")
-    (answer,) = handler.handle([{"body": body}], context)
+    (answer,) = map(json.loads, handler.handle([{"body": body}], context))
     assert answer["code"] == 400
     assert envelope.CONTENT_TYPE not in context.response_headers[0].values()
+
+
+def test_an_answer_json_cannot_hold_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, context = initialized(model_dir(tmp_path, affine_state_dict()), tensor_config())
+    assert handler.predictor is not None
+    task = handler.predictor.task
+    real_encode = task.encode
+    calls: list[int] = []
+
+    def encode_once_badly(row: torch.Tensor) -> Any:
+        calls.append(1)
+        return {"not json": object()} if len(calls) == 1 else real_encode(row)
+
+    monkeypatch.setattr(task, "encode", encode_once_badly)
+    context = MockContext(tmp_path, {})
+    bad, good = handler.handle([{"body": [1.0, 2.0, 3.0, 4.0]}, {"body": [0.0] * 4}], context)
+    assert json.loads(bad)["code"] == 500 and "not JSON" in json.loads(bad)["message"]
+    assert context.statuses == {0: (500, json.loads(bad)["message"])}
+    assert json.loads(good) == [0.5, -2.0]
+
+
+def test_torchserve_per_batch_log_line_is_dropped_at_the_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = logging.getLogger()
+    try:
+        served = model_dir(tmp_path, affine_state_dict())
+        initialized(served, tensor_config())
+        initialized(served, tensor_config())  # a second model in the same worker process
+        assert root.filters.count(drop_per_batch_log_line) == 1
+        with caplog.at_level(logging.INFO):
+            # What ts/protocol/otf_message_handler.py logs for each batch, and something else.
+            logging.info("Backend received inference at: %d", 1700000000)
+            logging.info("Backend worker process started")
+        assert [r.getMessage() for r in caplog.records] == ["Backend worker process started"]
+    finally:
+        root.removeFilter(drop_per_batch_log_line)
