@@ -206,7 +206,10 @@ def run(options: Options) -> tuple[str, int]:
             for model in models:
                 stack.register_batched(model)
                 workers[batched_name(model.name)] = stack.worker_pids(batched_name(model.name))
-            with RssSampler(stack.all_pids, 0.1) as run_sampler:
+            # The servers' pids, found once: walking the process table at every sample
+            # would take CPU from the servers being measured.
+            server_pids = stack.all_pids()
+            with RssSampler(lambda: server_pids, 0.1) as run_sampler:
                 if options.warmup_s > 0:
                     for model in models:
                         for path in (TORCHSERVE, TORCHSERVE_BATCHED, GATEWAY):
