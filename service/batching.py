@@ -107,14 +107,17 @@ class PredictionBatcher:
             finally:
                 lane.in_flight -= 1
                 self._dispatch(path, lane)
-        waiting = _Waiting(model, headers, body, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(model, headers, body, loop.create_future())
         lane.queue.append(waiting)
         self._dispatch(path, lane)
+        # One timer on the future rather than `asyncio.timeout` (a context manager and a
+        # rescheduled timer per queued prediction).
+        timer = loop.call_later(self._timeout_s, _time_out, waiting)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                return await waiting.answer
-        except TimeoutError:
-            raise UpstreamTimeout() from None
+            return await waiting.answer
+        finally:
+            timer.cancel()
 
     async def _alone(
         self, model: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -225,6 +228,10 @@ def _settle(waiting: _Waiting, result: UpstreamResponse | BaseException) -> None
         waiting.answer.set_exception(result)
     else:
         waiting.answer.set_exception(GatewayError())
+
+
+def _time_out(waiting: _Waiting) -> None:
+    _settle(waiting, UpstreamTimeout())
 
 
 def _content_type(headers: list[tuple[bytes, bytes]]) -> str:

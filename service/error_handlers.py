@@ -83,6 +83,12 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
     return render(InvalidRequest(("Invalid parameters: " + "; ".join(problems))[:300]))
 
 
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # Starlette's ServerErrorMiddleware sends this, then re-raises `exc` to the gateway's
+    # middleware, which logs it with the request id.
+    return render(GatewayError())
+
+
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
     # Nobody is left to read it; 499 (nginx's "client closed request") for the metrics.
     return Response(status_code=499)
@@ -94,3 +100,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, handle_http_exception)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(ClientDisconnect, handle_client_disconnect)
+    app.add_exception_handler(Exception, handle_unexpected)

@@ -6,8 +6,8 @@ against precomputed sets: no per-request parsing beyond one pass over the list.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 from handlers import envelope
@@ -92,4 +92,4 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> bytes:
             if _REQUEST_ID.fullmatch(value) is not None:
                 return value
             break
-    return uuid.uuid4().hex.encode()
+    return os.urandom(16).hex().encode()  # a uuid4's randomness at a quarter of its cost

@@ -59,6 +59,9 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._models: set[str] = set()
+        # Labelled children, looked up once: `labels()` costs ~1 us a call under its lock,
+        # paid on every request otherwise. The label values are bounded (see above).
+        self._answered: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
 
     def model_label(self, name: str) -> str:
         """The `model` label for a name TorchServe knows; call only after a non-404 answer."""
@@ -71,8 +74,17 @@ class GatewayMetrics:
 
     def observe(self, route: str, method: str, model: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
-        self.requests.labels(route, method, model, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        key = (route, method, model, status)
+        children = self._answered.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, model, str(status)),
+                self.latency.labels(route, method),
+            )
+            self._answered[key] = children
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def observe_upstream_batch(self, model: str, items: int) -> None:
         """Count one upstream prediction request carrying `items` predictions for `model`

@@ -8,8 +8,11 @@ request. For each HTTP request it:
 - hands `POST /predictions/...` to the fast path it was given, which answers it without
   Starlette's router (the hot path; see `service.routes.inference.serve_prediction`);
 - records the answer in `GatewayMetrics` under the route template that matched;
-- turns an exception nothing else handled into the one error format (500), logged with
-  its request id, with no detail sent to the client.
+- logs an exception nothing else handled with its request id, and answers it in the one
+  error format (500) with no detail, unless an answer was already started (behind it,
+  FastAPI's own stack answers its routes' exceptions itself: `handle_unexpected`).
+
+`service.app.GatewayApp` puts it in front of all of FastAPI's stack.
 """
 
 from __future__ import annotations

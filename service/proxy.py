@@ -24,6 +24,9 @@ from service.settings import GatewaySettings
 from service.upstream import TorchServeClient, UpstreamResponse
 from service.upstream_errors import Api
 
+# The app's `GatewayState`, put in each HTTP request's scope by `service.app.GatewayApp`.
+STATE_KEY = "gateway.state"
+
 
 @dataclass
 class GatewayState:
@@ -39,7 +42,7 @@ class GatewayState:
 
 def gateway_state(request: Request) -> GatewayState:
     """The app's `GatewayState` (the upstream client is open while the app runs)."""
-    state: GatewayState = request.app.state.gateway
+    state: GatewayState = request.scope[STATE_KEY]
     return state
 
 

@@ -167,6 +167,33 @@ async def test_a_handlers_own_400_passes_through(
     assert (response.status_code, response.content) == (400, b"need an image")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [("POST", "/predictions/m", INF), ("GET", "/models", MGMT)],
+    ids=["prediction fast path", "FastAPI route"],
+)
+async def test_a_bug_is_a_500_in_the_one_format_logged_with_its_request_id(
+    client: httpx.AsyncClient,
+    fake: FakeTorchServe,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    async def bug(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("secret-detail-41")
+
+    fake.handler = bug
+    response = await client.request(
+        method, path, content=b"x", headers={**headers, "x-request-id": "bug-1"}
+    )
+    body = assert_error(response, 500, "GatewayError")
+    assert "secret-detail-41" not in response.text and body["message"]
+    assert response.headers["x-request-id"] == "bug-1"
+    (record,) = [r for r in caplog.records if r.exc_info and "bug-1" in r.getMessage()]
+    assert "secret-detail-41" in str(record.exc_info[1])  # type: ignore[index]
+
+
 # --- limits -------------------------------------------------------------------------------
 
 

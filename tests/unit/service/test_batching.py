@@ -14,7 +14,11 @@ import httpx
 import pytest
 
 from handlers import envelope
+from service.batching import ACCEPTS_HEADER, PredictionBatcher
+from service.errors import UpstreamTimeout
+from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings
+from service.upstream import UpstreamResponse
 from tests.unit.service.test_app import INF, FakeTorchServe, gateway, settings
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +157,36 @@ async def test_a_model_that_stops_reading_envelopes_gets_its_requests_one_by_one
     assert [a.content for a in later] == [b"echo:x"] * 3
     envelopes = [r for r in fake.requests if r.headers.get("content-type") == envelope.CONTENT_TYPE]
     assert len(envelopes) == 1  # the one it answered wrongly; never again
+
+
+async def test_a_queued_prediction_times_out_on_its_own_deadline() -> None:
+    """Its wait in the queue counts: a model stuck on an upstream request that never ends
+    (a client without a deadline of its own) still answers the queue 504 on time."""
+
+    class StuckAfterFirst:
+        calls = 0
+
+        async def send(self, *args: object, **kwargs: object) -> UpstreamResponse:
+            self.calls += 1
+            if self.calls > 1:
+                await asyncio.Event().wait()
+            return UpstreamResponse(200, [(ACCEPTS_HEADER, b"1")], b"ok")
+
+    client = StuckAfterFirst()
+    batcher = PredictionBatcher(
+        client,  # type: ignore[arg-type]
+        GatewayMetrics(),
+        max_items=16,
+        max_bytes=1000,
+        slots=1,
+        timeout_s=0.05,
+    )
+    path = "/predictions/m"
+    assert (await batcher.predict("m", path, [], b"teach")).body == b"ok"
+    stuck = asyncio.create_task(batcher.predict("m", path, [], b"stuck"))
+    while client.calls < 2:
+        await asyncio.sleep(0)
+    async with asyncio.timeout(10):  # without its deadline it would wait forever
+        with pytest.raises(UpstreamTimeout):
+            await batcher.predict("m", path, [], b"queued")
+    stuck.cancel()
