@@ -54,7 +54,13 @@ def run_batch(
         return outcomes
     batch = torch.stack(inputs).to(device, non_blocking=True)
     try:
-        rows = split_rows(forward(model, batch), len(inputs))
+        output = forward(model, batch)
+        answers = _encode_rows(task, output, len(inputs))
+        if answers is not None:
+            for index, answer in zip(positions, answers, strict=True):
+                outcomes[index] = answer
+            return outcomes
+        rows = split_rows(output, len(inputs))
     except MemoryError:
         raise
     except Exception as exc:
@@ -74,6 +80,15 @@ def run_batch(
         except Exception as exc:
             outcomes[index] = _model_failure(exc)
     return outcomes
+
+
+def _encode_rows(task: Task, output: Any, count: int) -> list[Outcome] | None:
+    """The whole batch's answers from `task.encode_rows`, or None: then each row is encoded
+    alone, so whatever fails there fails for its own request, as it would without this."""
+    try:
+        return task.encode_rows(output, count)
+    except Exception:
+        return None
 
 
 def forward(model: nn.Module, batch: torch.Tensor) -> Any:

@@ -77,18 +77,19 @@ def decode_image(payload: Any, spec: ImageSpec) -> torch.Tensor:
         width, height = opened.size
         if width * height > MAX_IMAGE_PIXELS:
             raise RequestError(f"image of {width}x{height} pixels is too large")
-        # convert() of an image already in spec.mode only copies it: load it in place.
+        # convert() of an image already in spec.mode only copies it: use it as it is.
         image = opened.convert(spec.mode) if opened.mode != spec.mode else opened
-        image.load()
         height_out, width_out = spec.size
         if image.size != (width_out, height_out):
             image = image.resize((width_out, height_out), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.float32)
+        # The raw bytes (this loads the image) rather than np.asarray(image), which goes
+        # through PIL's __array_interface__: ~5 us less for a small image.
+        pixels = np.frombuffer(image.tobytes(), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise RequestError(f"expected {expected}; the body could not be decoded") from None
-    pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    channels = pixels.reshape(height_out, width_out, spec.channels).transpose(2, 0, 1)
     scale, offset = _normalisation(spec.mean, spec.std)
-    return torch.from_numpy(np.ascontiguousarray(pixels * scale + offset))
+    return torch.from_numpy(np.ascontiguousarray(channels * scale + offset))
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,9 +1,11 @@
+import numpy as np
+import pytest
 import torch
 
 from handlers.batch import Failure, run_batch, split_rows
 from handlers.model_loading import build_model, import_model_class
-from handlers.settings import InputSpec
-from handlers.tasks import TensorTask
+from handlers.settings import ImageSpec, InputSpec
+from handlers.tasks import ImageClassificationTask, Task, TensorTask
 from tests.unit.handlers.helpers import MODELS_FILE, affine_expected, affine_state_dict
 
 CPU = torch.device("cpu")
@@ -47,3 +49,47 @@ def test_nested_outputs_are_split_by_row() -> None:
     rows = split_rows(out, 2)
     assert rows[1]["a"].tolist() == [2, 3]
     assert [t.item() for t in rows[0]["b"]] == [1, 3]
+
+
+IMAGE = ImageSpec("L", (8, 8), (0.5,), (0.5,))
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        TASK,
+        TensorTask(InputSpec((4,), "bfloat16")),
+        ImageClassificationTask(IMAGE, labels=list("abcdefghij"), top_k=3),
+        ImageClassificationTask(IMAGE, labels=None, top_k=20),  # k > classes: all, numbered
+        ImageClassificationTask(IMAGE, labels=list("abc"), top_k=5),  # labels < classes
+        ImageClassificationTask(IMAGE, scores="probabilities", top_k=2),
+    ],
+    ids=["tensor", "tensor-bf16", "image", "image-no-labels", "image-few-labels", "image-probs"],
+)
+@pytest.mark.parametrize("shape", [(5, 10), (5, 2, 5), (1, 10)])
+def test_a_batch_is_encoded_at_once_as_row_by_row(task: Task, shape: tuple[int, ...]) -> None:
+    output = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    if task is not TASK and isinstance(task, TensorTask):
+        output = output.bfloat16()
+    at_once = task.encode_rows(output, shape[0])
+    assert at_once is not None
+    assert at_once == [task.encode(row) for row in split_rows(output, shape[0])]
+
+
+@pytest.mark.parametrize("output", [(torch.zeros(2, 3),), {"a": torch.zeros(2, 3)}, "x"])
+def test_outputs_other_than_one_batch_tensor_are_encoded_row_by_row(output: object) -> None:
+    image = ImageClassificationTask(IMAGE)
+    assert TASK.encode_rows(output, 2) is None and image.encode_rows(output, 2) is None
+    assert TASK.encode_rows(torch.zeros(3, 4), 2) is None  # a wrong batch size too
+
+
+def test_a_classifier_whose_output_is_not_a_tensor_fails_per_request() -> None:
+    class Pairs(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            return [(x, x)]
+
+    image = ImageClassificationTask(IMAGE)
+    payloads = image.example_payloads(np.random.default_rng(0))
+    outcomes = run_batch(Pairs(), image, payloads, CPU)
+    assert [o.code for o in outcomes] == [500, 500]
+    assert "must return a tensor" in outcomes[0].message

@@ -175,14 +175,14 @@ def test_an_answer_json_cannot_hold_fails_alone(
     handler, context = initialized(model_dir(tmp_path, affine_state_dict()), tensor_config())
     assert handler.predictor is not None
     task = handler.predictor.task
-    real_encode = task.encode
-    calls: list[int] = []
+    real_encode_rows = task.encode_rows
 
-    def encode_once_badly(row: torch.Tensor) -> Any:
-        calls.append(1)
-        return {"not json": object()} if len(calls) == 1 else real_encode(row)
+    def first_row_badly(output: torch.Tensor, count: int) -> list[Any] | None:
+        rows = real_encode_rows(output, count)
+        assert rows is not None
+        return [{"not json": object()}, *rows[1:]]
 
-    monkeypatch.setattr(task, "encode", encode_once_badly)
+    monkeypatch.setattr(task, "encode_rows", first_row_badly)
     context = MockContext(tmp_path, {})
     bad, good = handler.handle([{"body": [1.0, 2.0, 3.0, 4.0]}, {"body": [0.0] * 4}], context)
     assert json.loads(bad)["code"] == 500 and "not JSON" in json.loads(bad)["message"]
