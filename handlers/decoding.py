@@ -83,7 +83,7 @@ def decode_image(payload: Any, spec: ImageSpec) -> torch.Tensor:
         if image.size != (width_out, height_out):
             image = image.resize((width_out, height_out), Image.Resampling.BILINEAR)
         # The raw bytes (this loads the image) rather than np.asarray(image), which goes
-        # through PIL's __array_interface__: ~5 us less for a small image.
+        # through PIL's __array_interface__: ~2 us (5%) less for an 8x8 PNG.
         pixels = np.frombuffer(image.tobytes(), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise RequestError(f"expected {expected}; the body could not be decoded") from None
