@@ -30,8 +30,8 @@ STATE_KEY = "gateway.state"
 
 @dataclass
 class GatewayState:
-    """What the routes need, on `app.state.gateway`; `upstream` and `batcher` are set by
-    the lifespan."""
+    """What the routes need, on `app.state.gateway` and in each request's scope
+    (`STATE_KEY`); `upstream` and `batcher` are set by the lifespan."""
 
     settings: GatewaySettings
     keys: KeyRing
