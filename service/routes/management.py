@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from service.archive_config import ArchiveUnreadable, batching_query
 from service.errors import InvalidRequest, error_responses
@@ -24,7 +24,24 @@ from service.routes.inference import ModelName, Version
 from service.upstream_errors import Api
 from service.validation import check_model_name, check_version, resolve_archive
 
-router = APIRouter(tags=["management"], dependencies=[ManagementAccess])
+
+async def refuse_repeated_parameters(request: Request) -> None:
+    """400 naming every query parameter given more than once: FastAPI would take the last
+    value of `url=a&url=b` silently, and a request that says two things is refused, not
+    guessed at."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidRequest(
+            f"Repeated query parameter(s): {', '.join(repeated)[:200]}; give each once."
+        )
+
+
+# The key is checked first: without one, nothing about the request is answered.
+router = APIRouter(
+    tags=["management"],
+    dependencies=[ManagementAccess, Depends(refuse_repeated_parameters)],
+)
 
 Workers = Annotated[int | None, Query(ge=0, le=256)]
 Synchronous = Annotated[bool | None, Query(description="Wait for the workers to start.")]
