@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODEL_STORE ?= model_store
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install archive serve run test test-unit test-integration lint format bench clean docker-build up down
+.PHONY: install archive serve run test test-unit test-integration lint format bench soak chromium clean docker-build up down
 
 install: $(STAMP)
 
@@ -35,8 +35,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint
+test: install lint chromium
 	$(BIN)/pytest
+
+# Debian's chromium renders /docs in the docs test (tests/integration/service/test_docs_in_browser.py);
+# without it that test fails saying why.
+chromium:
+	command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium could not be installed: the docs page test will fail"
 
 test-unit: install
 	$(BIN)/pytest tests/unit
