@@ -46,7 +46,8 @@ class GatewaySettings(BaseSettings):
     torchserve_host: str = "127.0.0.1"
     torchserve_inference_port: Port = 8080
     torchserve_management_port: Port = 8081
-    torchserve_metrics_port: Port = 8082
+    # TorchServe's metrics port is the launcher's alone (launcher.settings): the gateway never
+    # calls it, so it does not read it.
 
     # `POST /models?url=<name>.mar` may name only an archive in this directory.
     model_store: Path = Path("model_store")

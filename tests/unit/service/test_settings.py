@@ -20,7 +20,6 @@ def test_defaults() -> None:
     assert (s.gateway_host, s.gateway_port) == ("127.0.0.1", 8000)
     assert s.torchserve_host == "127.0.0.1"
     assert (s.torchserve_inference_port, s.torchserve_management_port) == (8080, 8081)
-    assert s.torchserve_metrics_port == 8082
     assert s.gateway_max_body_bytes == DEFAULT_MAX_BODY_BYTES == 10485760
     assert s.gateway_inference_keys == () and s.gateway_management_keys == ()
     assert s.gateway_upstream_transport is UpstreamTransport.AIOHTTP
@@ -34,7 +33,6 @@ def test_every_name_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
         "TORCHSERVE_HOST": "ts",
         "TORCHSERVE_INFERENCE_PORT": "18080",
         "TORCHSERVE_MANAGEMENT_PORT": "18081",
-        "TORCHSERVE_METRICS_PORT": "18082",
         "MODEL_STORE": "/srv/store",
         "GATEWAY_INFERENCE_KEYS": f"{KEY}1, {KEY}2",
         "GATEWAY_MANAGEMENT_KEYS": f"{KEY}3",
@@ -52,7 +50,6 @@ def test_every_name_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
     s = GatewaySettings()
     assert s.gateway_host == "0.0.0.0" and s.gateway_port == 9000
     assert s.inference_url == "http://ts:18080" and s.management_url == "http://ts:18081"
-    assert s.torchserve_metrics_port == 18082
     assert str(s.model_store) == "/srv/store"
     assert s.gateway_inference_keys == (f"{KEY}1", f"{KEY}2")
     assert s.gateway_management_keys == (f"{KEY}3",)
