@@ -19,7 +19,7 @@ from service.errors import UpstreamTimeout
 from service.metrics import GatewayMetrics
 from service.settings import GatewaySettings
 from service.upstream import UpstreamResponse
-from tests.unit.service.test_app import INF, FakeTorchServe, gateway, settings
+from tests.unit.service.test_app import INF, MGMT, FakeTorchServe, gateway, settings
 
 pytestmark = pytest.mark.anyio
 REQUESTS = 6
@@ -190,3 +190,93 @@ async def test_a_queued_prediction_times_out_on_its_own_deadline() -> None:
         with pytest.raises(UpstreamTimeout):
             await batcher.predict("m", path, [], b"queued")
     stuck.cancel()
+
+
+async def test_an_envelope_holds_at_most_max_body_bytes_of_items(tmp_path: Path) -> None:
+    # Without the byte cap, 16 items of 1 MiB would make one envelope over TorchServe's
+    # max_request_size, and all 16 clients would fail together.
+    fake = EnvelopeTorchServe()
+    limit = 1000  # GATEWAY_MAX_BODY_BYTES in these settings
+    bodies = [bytes([65 + i]) * 400 for i in range(REQUESTS)]
+    async with gateway(
+        one_slot(tmp_path, gateway_max_body_bytes=limit), httpx.MockTransport(fake)
+    ) as c:
+        assert (await c.post("/predictions/m", content=b"hello", headers=INF)).status_code == 200
+        tasks = [
+            asyncio.create_task(c.post("/predictions/m", content=body, headers=INF))
+            for body in bodies
+        ]
+        while f"gateway_requests_in_flight {REQUESTS}.0" not in (await c.get("/metrics")).text:
+            await asyncio.sleep(0.005)
+        fake.release.set()
+        answers = await asyncio.gather(*tasks)
+    assert [a.content for a in answers] == [b"echo:" + body for body in bodies]
+    sent = fake.requests[2:]  # after the teaching request and the held one
+    batches = [
+        [item.body for item in envelope.unpack_request(r.content)]
+        if r.headers.get("content-type") == envelope.CONTENT_TYPE
+        else [r.content]
+        for r in sent
+    ]
+    assert batches == [bodies[1:3], bodies[3:5], bodies[5:]]  # 2 x 400 fit in 1000, 3 do not
+
+
+async def test_a_prediction_with_a_query_string_is_never_batched(tmp_path: Path) -> None:
+    fake = EnvelopeTorchServe()
+    async with gateway(one_slot(tmp_path), httpx.MockTransport(fake)) as c:
+        tasks = await queue_behind_a_held_request(c)
+        # The model is busy and others are queued: this one still goes at once, alone.
+        with_query = await c.post("/predictions/m?topk=2", content=b"q", headers=INF)
+        fake.release.set()
+        answers = await asyncio.gather(*tasks)
+    assert with_query.status_code == 200 and with_query.content == b"echo:q"
+    assert [a.content for a in answers] == [f"echo:{i}".encode() for i in range(REQUESTS)]
+    (plain,) = [r for r in fake.requests if r.url.query]
+    assert plain.url.query == b"topk=2" and plain.content == b"q"
+    for request in fake.requests:
+        if request.headers.get("content-type") == envelope.CONTENT_TYPE:
+            assert b"q" not in [item.body for item in envelope.unpack_request(request.content)]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/models?url=m.mar&batch_size=2&max_batch_delay=0"),
+        ("PUT", "/models/m?min_worker=1"),
+        ("PUT", "/models/m/1.0/set-default"),
+        ("DELETE", "/models/m/1.0"),
+    ],
+)
+async def test_a_management_call_makes_the_gateway_learn_each_handler_anew(
+    tmp_path: Path, method: str, path: str
+) -> None:
+    release = asyncio.Event()
+    predictions: list[httpx.Request] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/predictions/"):
+            predictions.append(request)
+            if len(predictions) > 1:  # every prediction after the teaching one waits
+                await release.wait()
+        headers = {envelope.ACCEPTS_HEADER: "1"}
+        return httpx.Response(200, headers=headers, content=b"echo:" + request.content)
+
+    fake = FakeTorchServe()
+    fake.handler = answer
+    (tmp_path / "m.mar").write_bytes(b"PK")
+    async with gateway(one_slot(tmp_path), httpx.MockTransport(fake)) as c:
+        assert (await c.post("/predictions/m", content=b"teach", headers=INF)).status_code == 200
+        managed = await c.request(method, path, headers=MGMT)
+        assert managed.status_code == 200, managed.text
+        tasks = [
+            asyncio.create_task(c.post("/predictions/m", content=f"{i}".encode(), headers=INF))
+            for i in range(2)
+        ]
+        # The model is no longer known to read envelopes: neither prediction waits in the
+        # gateway's queue behind the other (as a model known to be batchable's would).
+        async with asyncio.timeout(10):
+            while len(predictions) < 3:
+                await asyncio.sleep(0.005)
+        release.set()
+        answers = await asyncio.gather(*tasks)
+    assert sorted(a.content for a in answers) == [b"echo:0", b"echo:1"]
