@@ -86,6 +86,13 @@ def build_model(
         return BuildResult(entry.name, destination, "skipped", size, time.perf_counter() - started)
     say(f"{entry.name}: building")
     predictor = prove_model(entry, base_dir)
+    report = predictor.report
+    initialised = [*report.missing, *(key for key, _, _ in report.mismatched)]
+    if initialised:
+        say(
+            f"{entry.name}: initialised, not loaded (strict = false, init_seed = "
+            f"{entry.init_seed}; packed into the archive): {', '.join(initialised)}"
+        )
     if inputs is None:
         inputs = build_inputs(entry, base_dir)
     with tempfile.TemporaryDirectory(prefix=f"archive-{entry.name}-") as staging:

@@ -34,6 +34,8 @@ def build_inputs(entry: ModelSpec, base_dir: Path) -> dict[str, Any]:
     files = {"model_file": entry.model_file, "checkpoint": entry.checkpoint}
     if entry.labels is not None:
         files["labels"] = entry.labels
+    if entry.text is not None:
+        files["vocab"] = entry.text.vocab
     builder = Path(__file__).parent
     return {
         "format": BUILD_FORMAT,

@@ -7,7 +7,9 @@ checkpoint into the class on CPU (strict as the spec says), then ``Predictor.pre
 ``predict`` falls back to one forward pass per request when a batched pass fails, so that one
 bad request can't sink its batch; a model that can never take a batch would pass it while
 serving one request at a time. So the gate also runs the batch through the handler's
-``forward`` and ``split_rows`` directly and requires one row per request.
+``ModelCall`` (the model's ``method``) and ``split_rows`` directly and requires one row per
+request. The task's example bodies cover every form it takes: each body format, two sizes of
+a variable shape, named inputs, text and token ids.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from archive.errors import GateError
 from archive.spec import ModelSpec
-from handlers.batch import Failure, forward, split_rows
+from handlers.batch import Failure, ModelCall, split_rows
 from handlers.errors import HandlerError
 from handlers.predictor import Predictor, load_predictor
 
@@ -65,11 +66,15 @@ def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
 
 
 def check_batched_forward(name: str, predictor: Predictor, payloads: Sequence[Any]) -> None:
-    """GateError unless one forward pass over ``payloads`` gives one output row per request."""
+    """GateError unless each call the task collates ``payloads`` into (one per distinct shape,
+    or one padded call) gives one output row per request."""
     size = len(payloads)
+    settings = predictor.settings
+    invoke = ModelCall(predictor.model, settings.method, settings.method_kwargs)
     try:
-        batch = torch.stack([predictor.task.decode(payload) for payload in payloads])
-        split_rows(forward(predictor.model, batch.to(predictor.device)), size)
+        instances = [predictor.task.decode(payload) for payload in payloads]
+        for call in predictor.task.collate(instances):
+            split_rows(invoke(call.to(predictor.device)), len(call.rows))
     except Exception as exc:
         raise GateError(
             f"model {name!r} can't answer a batch of {size} in one forward pass "

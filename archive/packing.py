@@ -5,8 +5,10 @@ Layout (every entry at a fixed path)::
     torchserve_entry.py      the handler TorchServe loads (handlers/torchserve_entry.py)
     handlers/*.py            the whole loading package, so a stock TorchServe needs nothing of ours
     <model file>.py          the user's model class, under its own name
-    weights.pt               the clean state_dict the gate loaded (torch.save, no optimizer state)
+    weights.pt               the whole state_dict the gate loaded (torch.save, no optimizer state;
+                             under strict = false, with what the build initialised)
     labels.json              index-to-name labels, when the spec has them
+    vocab.json               a text model's vocabulary (token -> id, or a list of tokens)
     model-config.yaml        TorchServe's worker/batch keys + ``handler:`` (HandlerSettings)
     integrity.json           sha256 of every file above, verified by the handler at load
     MAR-INF/MANIFEST.json    torch-model-archiver's manifest
@@ -49,10 +51,18 @@ HANDLER_ENTRY = "torchserve_entry.py"
 HANDLERS_PACKAGE = "handlers"
 WEIGHTS_NAME = "weights.pt"
 LABELS_NAME = "labels.json"
+VOCAB_NAME = "vocab.json"
 CONFIG_NAME = "model-config.yaml"
 MAR_MANIFEST = "MAR-INF/MANIFEST.json"
 BUILD_INFO = "MAR-INF/build.json"
-RESERVED = {HANDLER_ENTRY, HANDLERS_PACKAGE + ".py", WEIGHTS_NAME, LABELS_NAME, CONFIG_NAME}
+RESERVED = {
+    HANDLER_ENTRY,
+    HANDLERS_PACKAGE + ".py",
+    WEIGHTS_NAME,
+    LABELS_NAME,
+    VOCAB_NAME,
+    CONFIG_NAME,
+}
 
 # 1980-01-01, the earliest time a zip can hold; SOURCE_DATE_EPOCH overrides it
 # (https://reproducible-builds.org/specs/source-date-epoch/).
@@ -86,15 +96,14 @@ def archived_weights(predictor: Predictor) -> dict[str, torch.Tensor]:
     """The weights the gate loaded, as plain contiguous CPU tensors with their own storage.
 
     Taken from the loaded model, so the archive holds exactly what was proven: clean keys, no
-    optimizer state. Under ``strict = false`` the keys the checkpoint lacked (or had with
-    another shape) are left out, so the handler gives them their initial values as before.
+    optimizer state. Under ``strict = false`` that includes what the checkpoint lacked (or had
+    with another shape), initialised once by the class under ``init_seed``: every worker,
+    restart and machine then loads the same values instead of drawing its own.
     """
-    report = predictor.report
-    skipped = set(report.missing) | {key for key, _, _ in report.mismatched}
     return {
         key: plain_tensor(value)
         for key, value in predictor.model.state_dict().items()
-        if key not in skipped and isinstance(value, torch.Tensor)
+        if isinstance(value, torch.Tensor)
     }
 
 
@@ -144,6 +153,8 @@ def stage_archive(
     put(model_name, model_file.read_bytes())
     if entry.labels is not None:
         put(LABELS_NAME, (base_dir / entry.labels).read_bytes())
+    if entry.text is not None:
+        put(VOCAB_NAME, (base_dir / entry.text.vocab).read_bytes())
     # Saved under its final name: torch.save names the records inside after the file.
     torch.save(archived_weights(predictor), staging / WEIGHTS_NAME)
     files[WEIGHTS_NAME] = staging / WEIGHTS_NAME
@@ -156,17 +167,22 @@ def stage_archive(
 
 def model_config_yaml(entry: ModelSpec, model_file_name: str) -> str:
     """The archive's model-config.yaml: TorchServe's keys, then the handler's settings."""
+    settings = entry.handler_settings()
     settings = dataclasses.replace(
-        entry.handler_settings(),
+        settings,
         model_file=model_file_name,
         checkpoint=WEIGHTS_NAME,
         checkpoint_key=None,
         labels=LABELS_NAME if entry.labels is not None else None,
+        text=dataclasses.replace(settings.text, vocab=VOCAB_NAME) if settings.text else None,
     )
     serving = entry.serving
-    config = {
-        "minWorkers": serving.workers,
-        "maxWorkers": serving.workers,
+    config: dict[str, Any] = {}
+    if serving.workers is not None:
+        # Only when the spec sets them: TorchServe keeps a model-config's minWorkers over
+        # the initial_workers a registration asks for (TORCHSERVE_WORKERS_PER_MODEL).
+        config["minWorkers"] = config["maxWorkers"] = serving.workers
+    config |= {
         "batchSize": serving.batch_size,
         "maxBatchDelay": serving.max_batch_delay_ms,
         "responseTimeout": serving.response_timeout_s,

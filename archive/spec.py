@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from archive.errors import SpecError
 from handlers.errors import SettingsError
 from handlers.settings import HandlerSettings
+from handlers.tasks import KINDS, TASK_KEYS
+from handlers.tasks.text import DEFAULT_MAX_TOKENS
 
 DEFAULT_SPEC = Path(__file__).with_name("models.toml")
 # TorchServe's own rule is looser; this one also keeps names safe as file and URL parts.
@@ -26,6 +28,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
 
 PositiveInt = Annotated[int, Field(gt=0)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 Dtype = Literal["float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool"]
 
 
@@ -37,8 +40,35 @@ class _Table(BaseModel):
 class InputTable(_Table):
     """``[model.input]``: one instance of the model's input, without the batch dimension."""
 
-    shape: Annotated[list[PositiveInt], Field(min_length=1)]
+    shape: Annotated[list[int], Field(min_length=1)]
     dtype: Dtype = "float32"
+    max_elements: PositiveInt | None = None
+    pad_value: float | None = None
+    lengths_arg: Identifier | None = None
+    range: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _sizes(cls, shape: list[int]) -> list[int]:
+        if not all(size > 0 or size == -1 for size in shape):
+            raise ValueError("sizes must be positive, or -1 for a dimension of any size")
+        return shape
+
+
+class NamedInputTable(InputTable):
+    """One ``[[model.inputs]]`` table: a named input, passed to the model by keyword."""
+
+    name: Identifier
+
+
+class TextTable(_Table):
+    """``[model.text]``: the vocabulary and how text becomes token ids."""
+
+    vocab: Annotated[str, Field(min_length=1)]
+    lowercase: bool = True
+    unk_token: str | None = None
+    pad_token: str | None = None
+    max_tokens: PositiveInt = DEFAULT_MAX_TOKENS
 
 
 class ImageTable(_Table):
@@ -59,7 +89,10 @@ class ServingTable(_Table):
     # 0 as 100 ms: the launcher and the gateway register with both values explicit.
     batch_size: PositiveInt = 2
     max_batch_delay_ms: Annotated[int, Field(ge=0)] = 0
-    workers: PositiveInt = 1
+    # Unset: the archive names no worker count, so whoever registers it decides
+    # (TORCHSERVE_WORKERS_PER_MODEL, POST /models?initial_workers=). Set: minWorkers =
+    # maxWorkers in model-config.yaml, which TorchServe keeps over both.
+    workers: PositiveInt | None = None
     response_timeout_s: PositiveInt = 120
 
 
@@ -74,29 +107,27 @@ class ModelSpec(_Table):
     checkpoint: Annotated[str, Field(min_length=1)]
     checkpoint_key: str | None = None
     strict: bool = True
+    init_seed: Annotated[int, Field(ge=0)] = 0
     prepare: str | None = None
-    task: Literal["tensor", "image-classification"]
+    task: Literal["tensor", "image-classification", "text-classification"]
     labels: str | None = None
     scores: Literal["logits", "probabilities"] = "logits"
     top_k: PositiveInt = 5
     input: InputTable | None = None
+    inputs: Annotated[list[NamedInputTable], Field(min_length=1)] | None = None
     image: ImageTable | None = None
+    text: TextTable | None = None
+    method: Identifier = "forward"
+    method_kwargs: dict[str, Any] = Field(default_factory=dict)
+    output: str | int | None = None
     serving: ServingTable = Field(default_factory=ServingTable)
 
     @model_validator(mode="after")
     def _fits_task(self) -> ModelSpec:
-        # A key the task would ignore is an error: a silently ignored setting is a bug report.
-        given = self.model_fields_set
-        if self.task == "tensor":
-            if self.input is None:
-                raise ValueError("task 'tensor' needs a [model.input] table with 'shape'")
-            ignored = sorted(given & {"image", "labels", "scores", "top_k"})
-        else:
-            if self.image is None:
-                raise ValueError(f"task {self.task!r} needs a [model.image] table")
-            ignored = sorted(given & {"input"})
-        if ignored:
-            raise ValueError(f"task {self.task!r} does not use: {', '.join(ignored)}")
+        # Which keys a task reads is the task registry's (handlers.tasks.KINDS): a key the task
+        # would ignore is an error, as a silently ignored setting is a bug report.
+        if self.task not in KINDS:  # pragma: no cover - the Literal above lists them
+            raise ValueError(f"unknown task {self.task!r}")
         try:
             self.handler_settings()
         except SettingsError as exc:
@@ -116,14 +147,20 @@ class ModelSpec(_Table):
             "model_kwargs": dict(self.model_kwargs),
             "checkpoint_key": self.checkpoint_key,
             "strict": self.strict,
-            "labels": self.labels,
-            "scores": self.scores,
-            "top_k": self.top_k,
+            "init_seed": self.init_seed,
+            "method": self.method,
+            "method_kwargs": dict(self.method_kwargs),
+            "output": self.output,
         }
-        if self.input is not None:
-            raw["input"] = self.input.model_dump()
-        if self.image is not None:
-            raw["image"] = self.image.model_dump(exclude_none=True)
+        # The task's own keys only as the spec gives them: the handler refuses those its task
+        # does not read, and fills in the defaults of those it does.
+        for key in TASK_KEYS & self.model_fields_set:
+            value = getattr(self, key)
+            if isinstance(value, BaseModel):
+                value = value.model_dump(exclude_none=True)
+            elif isinstance(value, list):
+                value = [v.model_dump(exclude_none=True) for v in value]
+            raw[key] = value
         return HandlerSettings.from_dict({k: v for k, v in raw.items() if v is not None})
 
 

@@ -1,21 +1,24 @@
-"""Run one batch of requests through the model: one forward pass, failures kept per request.
+"""Run one batch of requests through the model: decode -> collate -> call -> encode, failures
+kept per request.
 
-A body that can't be decoded fails alone (400); the others still get their answers. If the
-batched forward pass raises, each instance is retried alone so one poisonous input can't
-take the batch down with it.
+A body that can't be decoded fails alone (400); the others still get their answers. The task
+collates the instances into calls (one per distinct shape, or one padded call); if a call
+raises, each of its instances is retried alone so one poisonous input can't take the batch
+down with it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from handlers.errors import RequestError
+from handlers.inputs import Call, Instance
 from handlers.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -37,48 +40,84 @@ Outcome = Any  # an answer (JSON-ready) or a Failure
 
 
 def run_batch(
-    model: nn.Module, task: Task, payloads: Sequence[Any], device: torch.device
+    model: nn.Module,
+    task: Task,
+    payloads: Sequence[Any],
+    device: torch.device,
+    method: str = "forward",
+    method_kwargs: Mapping[str, Any] | None = None,
 ) -> list[Outcome]:
-    """One outcome per payload, in order. Raises MemoryError when the device runs out of memory
-    (TorchServe answers that with 507)."""
+    """One outcome per payload, in order. The decoded instances run as the task collates
+    them (one call per distinct shape, or padded), through ``model.<method>`` with
+    ``method_kwargs``. Raises MemoryError when the device runs out of memory (TorchServe
+    answers that with 507)."""
     outcomes: list[Outcome] = [None] * len(payloads)
-    inputs: list[torch.Tensor] = []
+    instances: list[Instance] = []
     positions: list[int] = []
     for index, payload in enumerate(payloads):
         try:
-            inputs.append(task.decode(payload))
+            instances.append(task.decode(payload))
             positions.append(index)
         except RequestError as exc:
             outcomes[index] = Failure(400, "InvalidInput", str(exc))
-    if not inputs:
+    if not instances:
         return outcomes
-    batch = torch.stack(inputs).to(device, non_blocking=True)
+    invoke = ModelCall(model, method, method_kwargs or {})
+    for call in task.collate(instances):
+        answers = _run_call(invoke, task, instances, call, device)
+        for row, answer in zip(call.rows, answers, strict=True):
+            outcomes[positions[row]] = answer
+    return outcomes
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """The model's method the handler calls on a batch, with its constant keyword arguments."""
+
+    model: nn.Module
+    method: str = "forward"
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self, call: Call) -> Any:
+        """The output for ``call``, without autograd; device OOM becomes MemoryError."""
+        target = self.model if self.method == "forward" else getattr(self.model, self.method)
+        try:
+            with torch.inference_mode():
+                return target(*call.args, **call.kwargs, **self.kwargs)
+        except torch.OutOfMemoryError as exc:
+            raise MemoryError(str(exc)) from exc
+
+
+def _run_call(
+    invoke: ModelCall, task: Task, instances: Sequence[Instance], call: Call, device: torch.device
+) -> list[Outcome]:
+    """The answers to one call's rows: at once, or, if the call fails, each row alone so one
+    poisonous input fails alone."""
+    count = len(call.rows)
     try:
-        output = forward(model, batch)
-        answers = _encode_rows(task, output, len(inputs))
+        output = invoke(call.to(device))
+        answers = _encode_rows(task, output, count)
         if answers is not None:
-            for index, answer in zip(positions, answers, strict=True):
-                outcomes[index] = answer
-            return outcomes
-        rows = split_rows(output, len(inputs))
+            return answers
+        rows = split_rows(output, count)
     except MemoryError:
         raise
     except Exception as exc:
-        if len(inputs) == 1:
-            outcomes[positions[0]] = _model_failure(exc)
-            return outcomes
-        logger.warning(
-            "Batched forward failed (%s); retrying its %d inputs one by one", exc, len(inputs)
-        )
-        rows = [_forward_one(model, batch[i : i + 1]) for i in range(len(inputs))]
-    for index, row in zip(positions, rows, strict=True):
+        if count == 1:
+            return [_model_failure(exc)]
+        logger.warning("Batched call failed (%s); retrying its %d inputs one by one", exc, count)
+        rows = [
+            _forward_one(invoke, task.collate([instances[row]])[0].to(device)) for row in call.rows
+        ]
+    outcomes: list[Outcome] = []
+    for row in rows:
         if isinstance(row, Failure):
-            outcomes[index] = row
+            outcomes.append(row)
             continue
         try:
-            outcomes[index] = task.encode(row)
+            outcomes.append(task.encode(row))
         except Exception as exc:
-            outcomes[index] = _model_failure(exc)
+            outcomes.append(_model_failure(exc))
     return outcomes
 
 
@@ -91,13 +130,11 @@ def _encode_rows(task: Task, output: Any, count: int) -> list[Outcome] | None:
         return None
 
 
-def forward(model: nn.Module, batch: torch.Tensor) -> Any:
-    """The model's output for ``batch``, without autograd; device OOM becomes MemoryError."""
-    try:
-        with torch.inference_mode():
-            return model(batch)
-    except torch.OutOfMemoryError as exc:
-        raise MemoryError(str(exc)) from exc
+def forward(model: nn.Module, batch: torch.Tensor | Call) -> Any:
+    """The model's output for ``batch`` (one positional tensor, or a collated call), without
+    autograd; device OOM becomes MemoryError."""
+    call = Call([], (batch,)) if isinstance(batch, torch.Tensor) else batch
+    return ModelCall(model)(call)
 
 
 def split_rows(output: Any, count: int) -> list[Any]:
@@ -119,9 +156,9 @@ def split_rows(output: Any, count: int) -> list[Any]:
     raise ValueError(f"the model returned a {type(output).__name__}, not tensors")
 
 
-def _forward_one(model: nn.Module, single: torch.Tensor) -> Any:
+def _forward_one(invoke: ModelCall, single: Call) -> Any:
     try:
-        return split_rows(forward(model, single), 1)[0]
+        return split_rows(invoke(single), 1)[0]
     except MemoryError:
         raise
     except Exception as exc:

@@ -125,12 +125,15 @@ def build_model(
     kwargs: Mapping[str, Any] | None = None,
     strict: bool = True,
     device: torch.device | str = "cpu",
+    init_seed: int = 0,
 ) -> tuple[nn.Module, KeyReport]:
     """Construct ``model_class(**kwargs)``, load ``state_dict``, move to ``device``, ``eval()``.
 
     With ``strict`` any difference in keys or shapes raises KeyMismatchError carrying the report.
-    Without it, matching weights are loaded, the rest keep their initial values, and the report
-    is logged and returned.
+    Without it, matching weights are loaded, and the rest keep the values the class's own
+    initialisation gives them with torch's generator seeded by ``init_seed`` (the same values
+    on every call: the build packs them, so every worker answers alike); the report is
+    logged and returned.
     """
     kwargs = dict(kwargs or {})
     device = torch.device(device)
@@ -156,11 +159,35 @@ def build_model(
         model = meta_model.to(device)
         _check_materialised(model, name)
     else:
-        # Weights the checkpoint lacks or can't fill keep real initial values: build for real.
-        model = _construct(model_class, kwargs, device)
+        # Weights the checkpoint lacks or can't fill keep real initial values: build for real,
+        # seeded, without disturbing the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = _construct(model_class, kwargs, device)
         model.load_state_dict(loadable, strict=False)
     model.eval()
     return model, report
+
+
+def resolve_method(model: nn.Module, method: str) -> None:
+    """ModelBuildError unless ``model`` has a callable ``method`` (``forward``: one of its own,
+    not nn.Module's placeholder), naming the methods it does have."""
+    own = getattr(type(model), method, None)
+    if callable(own) and not (method == "forward" and own is nn.Module.forward):
+        return
+    candidates = sorted(
+        name
+        for klass in type(model).__mro__
+        if klass not in (nn.Module, object)
+        for name, value in vars(klass).items()
+        if callable(value) and not name.startswith("_")
+    )
+    name = type(model).__name__
+    what = "a forward method" if method == "forward" else f"a method {method!r}"
+    raise ModelBuildError(
+        f"{name} has no {what} to call on a batch; set `method` to one of its methods: "
+        f"{', '.join(dict.fromkeys(candidates)) or '(none)'}"
+    )
 
 
 def _construct(

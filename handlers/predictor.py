@@ -6,7 +6,6 @@ checkpoint before packing it; the TorchServe handler calls it on the unpacked ar
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,10 +17,12 @@ from torch import nn
 
 from handlers.batch import Outcome, run_batch
 from handlers.checkpoint import read_state_dict
-from handlers.errors import SettingsError
-from handlers.model_loading import KeyReport, build_model, import_model_class
+from handlers.model_loading import KeyReport, build_model, import_model_class, resolve_method
 from handlers.settings import HandlerSettings
 from handlers.tasks import Task, make_task
+from handlers.tasks.base import load_labels
+
+__all__ = ["Predictor", "load_labels", "load_predictor"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,14 @@ class Predictor:
 
     def predict(self, payloads: Sequence[Any]) -> list[Outcome]:
         """One outcome (answer or Failure) per request body."""
-        return run_batch(self.model, self.task, payloads, self.device)
+        return run_batch(
+            self.model,
+            self.task,
+            payloads,
+            self.device,
+            self.settings.method,
+            self.settings.method_kwargs,
+        )
 
 
 def load_predictor(
@@ -47,7 +55,8 @@ def load_predictor(
     """Import the class, read the checkpoint onto ``device``, build and load the model.
 
     File names in ``settings`` are relative to ``base_dir``. Raises the HandlerError
-    subclasses of the steps (CheckpointError, ModelBuildError, KeyMismatchError, SettingsError).
+    subclasses of the steps (CheckpointError, ModelBuildError, KeyMismatchError, SettingsError;
+    ModelBuildError too when the model has no ``settings.method``).
     """
     device = torch.device(device)
     model_class = import_model_class(base_dir / settings.model_file, settings.model_class)
@@ -60,28 +69,9 @@ def load_predictor(
         kwargs=settings.model_kwargs,
         strict=settings.strict,
         device=device,
+        init_seed=settings.init_seed,
     )
-    labels = load_labels(base_dir / settings.labels) if settings.labels else None
+    resolve_method(model, settings.method)
+    task = make_task(settings, base_dir)
     logger.info("Loaded %s on %s (%s)", settings.model_class, device, report.format())
-    return Predictor(model, make_task(settings, labels), device, settings, report)
-
-
-def load_labels(path: Path) -> list[str]:
-    """Class names by index from a JSON list or an index-to-name object (``{"0": "cat"}``)."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"labels file {path.name} can't be read: {exc}") from None
-    if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
-        return raw
-    if isinstance(raw, dict):
-        try:
-            by_index = {int(k): str(v) for k, v in raw.items()}
-        except ValueError:
-            by_index = {}
-        if by_index and sorted(by_index) == list(range(len(by_index))):
-            return [by_index[i] for i in range(len(by_index))]
-    raise SettingsError(
-        f"labels file {path.name} must be a JSON list of names or an object mapping "
-        '"0".."N-1" to names'
-    )
+    return Predictor(model, task, device, settings, report)

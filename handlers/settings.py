@@ -4,42 +4,29 @@ TorchServe hands the parsed YAML to the handler as ``context.model_yaml_config``
 step writes this section from the spec (``archive/models.toml``); ``to_dict`` and
 ``from_dict`` are inverse, so the archive and the handler agree on one format. Plain
 dataclasses, not pydantic: this package must run on a stock TorchServe with only torch.
+
+Each task's own sections (``input``/``inputs``, ``image``, ``text``) are parsed by the module
+that uses them; which settings a task reads and needs is the task registry's
+(``handlers.tasks.KINDS``), so a setting a task would ignore is refused here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from handlers.errors import SettingsError
+from handlers.inputs import IDENTIFIER, InputSpec, parse_input, parse_inputs
+from handlers.tasks import KINDS, TASK_KEYS
+from handlers.tasks.base import SCORES
+from handlers.tasks.image import ImageSpec, parse_image
+from handlers.tasks.text import TextSpec, parse_text
 
-TASKS = ("tensor", "image-classification")
-DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool")
-IMAGE_MODES = ("L", "RGB")
-SCORES = ("logits", "probabilities")
+TASKS = tuple(KINDS)
+DEFAULT_METHOD = "forward"
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One instance of the model's input, without the batch dimension."""
-
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """How an image body becomes a tensor: mode, size [h, w], normalisation per channel."""
-
-    mode: str = "RGB"
-    size: tuple[int, int] = (224, 224)
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-
-    @property
-    def channels(self) -> int:
-        return 1 if self.mode == "L" else 3
+__all__ = ["HandlerSettings", "ImageSpec", "InputSpec", "TextSpec"]
 
 
 @dataclass(frozen=True)
@@ -53,25 +40,37 @@ class HandlerSettings:
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     checkpoint_key: str | None = None
     strict: bool = True
+    # Seeds the class's own initialisation of what a strict = false checkpoint lacks.
+    init_seed: int = 0
     input: InputSpec | None = None
+    inputs: tuple[InputSpec, ...] | None = None
     image: ImageSpec | None = None
+    text: TextSpec | None = None
     labels: str | None = None
     scores: str = "logits"
     top_k: int = 5
+    method: str = DEFAULT_METHOD
+    method_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    output: str | int | None = None
 
     @property
     def instance_shape(self) -> tuple[int, ...]:
-        """The shape of one decoded instance, whatever the task."""
-        if self.task == "image-classification" and self.image is not None:
-            return (self.image.channels, *self.image.size)
+        """The shape of one decoded instance of a one-input task (image or tensor)."""
+        if self.image is not None:
+            return self.image.input.shape
         assert self.input is not None
         return self.input.shape
 
     def to_dict(self) -> dict[str, Any]:
-        """The YAML-ready form (lists, not tuples; no None values)."""
+        """The YAML-ready form (lists, not tuples; no None values; only the settings of
+        TASK_KEYS that the task reads)."""
         raw = asdict(self)
         raw["model_kwargs"] = dict(self.model_kwargs)
-        plain: dict[str, Any] = _plain({k: v for k, v in raw.items() if v is not None})
+        raw["method_kwargs"] = dict(self.method_kwargs)
+        unused = TASK_KEYS - KINDS[self.task].uses
+        plain: dict[str, Any] = _plain(
+            {k: v for k, v in raw.items() if v is not None and k not in unused}
+        )
         return plain
 
     @classmethod
@@ -89,100 +88,96 @@ class HandlerSettings:
                     f"handler setting {required!r} is required (a non-empty string)"
                 )
         task = _choice(raw, "task", TASKS, "tensor")
-        kwargs = raw.get("model_kwargs") or {}
-        if not isinstance(kwargs, Mapping):
-            raise SettingsError("handler setting 'model_kwargs' must be a mapping")
+        kind = KINDS[task]
+        given = {key for key in TASK_KEYS if raw.get(key) is not None}
+        ignored = sorted(given - kind.uses)
+        if ignored:
+            raise SettingsError(f"task {task!r} does not use: {', '.join(ignored)}")
+        for alternatives in kind.needs:
+            if not given & set(alternatives):
+                wanted = " or ".join(f"'{key}' ({_toml_table(key)})" for key in alternatives)
+                raise SettingsError(f"task {task!r} needs {wanted}")
+        if {"input", "inputs"} <= given:
+            raise SettingsError("'input' and 'inputs' exclude each other: use one")
         key: str | None = raw.get("checkpoint_key")
         if key is not None and not isinstance(key, str):
             raise SettingsError("handler setting 'checkpoint_key' must be a string")
-        strict = raw.get("strict", True)
-        if not isinstance(strict, bool):
-            raise SettingsError("handler setting 'strict' must be true or false")
-        input_spec = _input_spec(raw.get("input"))
-        image_spec = _image_spec(raw.get("image"))
-        if task == "tensor" and input_spec is None:
-            raise SettingsError("task 'tensor' needs 'input' with a 'shape'")
-        if task == "image-classification" and image_spec is None:
-            raise SettingsError("task 'image-classification' needs an 'image' section")
         labels = raw.get("labels")
         if labels is not None and not isinstance(labels, str):
             raise SettingsError("handler setting 'labels' must be a file name")
-        top_k = raw.get("top_k", 5)
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise SettingsError("handler setting 'top_k' must be a positive integer")
-        return cls(
+        settings = cls(
             model_file=raw["model_file"],
             model_class=raw["model_class"],
             checkpoint=raw["checkpoint"],
             task=task,
-            model_kwargs=dict(kwargs),
+            model_kwargs=_mapping(raw, "model_kwargs"),
             checkpoint_key=key,
-            strict=strict,
-            input=input_spec,
-            image=image_spec,
+            strict=_bool(raw, "strict", True),
+            init_seed=_int(raw, "init_seed", 0, minimum=0),
+            input=parse_input(raw["input"], "input") if "input" in given else None,
+            inputs=parse_inputs(raw["inputs"]) if "inputs" in given else None,
+            image=parse_image(raw["image"]) if "image" in given else None,
+            text=parse_text(raw["text"]) if "text" in given else None,
             labels=labels,
             scores=_choice(raw, "scores", SCORES, "logits"),
-            top_k=top_k,
+            top_k=_int(raw, "top_k", 5, minimum=1),
+            method=_method(raw),
+            method_kwargs=_mapping(raw, "method_kwargs"),
+            output=_output(raw),
         )
+        kind.validate(settings)
+        return settings
 
 
-def _input_spec(raw: Any) -> InputSpec | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or set(raw) - {"shape", "dtype"}:
-        raise SettingsError("handler setting 'input' takes 'shape' and 'dtype'")
-    shape = _int_list(raw.get("shape"), "input.shape")
-    return InputSpec(tuple(shape), _choice(raw, "dtype", DTYPES, "float32", "input."))
+def _toml_table(key: str) -> str:
+    return f"[[model.{key}]]" if key == "inputs" else f"[model.{key}]"
 
 
-def _image_spec(raw: Any) -> ImageSpec | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or set(raw) - {"mode", "size", "mean", "std"}:
-        raise SettingsError("handler setting 'image' takes 'mode', 'size', 'mean' and 'std'")
-    mode = _choice(raw, "mode", IMAGE_MODES, "RGB", "image.")
-    size = _int_list(raw.get("size", [224, 224]), "image.size")
-    if len(size) != 2:
-        raise SettingsError("handler setting 'image.size' must be [height, width]")
-    channels = 1 if mode == "L" else 3
-    mean = _float_list(raw.get("mean", [0.0] * channels), "image.mean")
-    std = _float_list(raw.get("std", [1.0] * channels), "image.std")
-    for name, values in (("mean", mean), ("std", std)):
-        if len(values) not in (1, channels):
-            raise SettingsError(f"'image.{name}' needs 1 or {channels} values for mode {mode}")
-    if any(s == 0 for s in std):
-        raise SettingsError("'image.std' values must be non-zero")
-    return ImageSpec(mode, (size[0], size[1]), tuple(mean), tuple(std))
-
-
-def _choice(
-    raw: Mapping[str, Any], key: str, allowed: Sequence[str], default: str, at: str = ""
-) -> str:
+def _choice(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
     value = raw.get(key, default)
     if value not in allowed:
-        raise SettingsError(f"handler setting '{at}{key}' must be one of {', '.join(allowed)}")
+        raise SettingsError(f"handler setting '{key}' must be one of {', '.join(allowed)}")
     return str(value)
 
 
-def _int_list(value: Any, name: str) -> list[int]:
-    if (
-        not isinstance(value, Sequence)
-        or isinstance(value, str)
-        or not value
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise SettingsError(f"handler setting '{name}' must be a list of positive integers")
-    return list(value)
+def _mapping(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"handler setting '{key}' must be a mapping")
+    return dict(value)
 
 
-def _float_list(value: Any, name: str) -> list[float]:
+def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise SettingsError(f"handler setting '{key}' must be true or false")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise SettingsError(f"handler setting '{key}' must be {kind}")
+    return value
+
+
+def _method(raw: Mapping[str, Any]) -> str:
+    value = raw.get("method", DEFAULT_METHOD)
+    if not isinstance(value, str) or not IDENTIFIER.match(value) or value.startswith("__"):
+        raise SettingsError("handler setting 'method' must be the name of a method of the model")
+    return value
+
+
+def _output(raw: Mapping[str, Any]) -> str | int | None:
+    value = raw.get("output")
     if (
-        not isinstance(value, Sequence)
+        value is None
         or isinstance(value, str)
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or (isinstance(value, int) and not isinstance(value, bool))
     ):
-        raise SettingsError(f"handler setting '{name}' must be a list of numbers")
-    return [float(v) for v in value]
+        return value
+    raise SettingsError("handler setting 'output' must be a key (string) or an index (integer)")
 
 
 def _plain(value: Any) -> Any:

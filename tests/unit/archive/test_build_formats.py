@@ -29,9 +29,11 @@ from tests.unit.archive.helpers import (
     write_project,
 )
 
+HANDLERS_DIR = Path(__file__).resolve().parents[3] / "handlers"
 HANDLER_FILES = {
-    f"handlers/{path.name}"
-    for path in (Path(__file__).resolve().parents[3] / "handlers").glob("*.py")
+    f"handlers/{path.relative_to(HANDLERS_DIR).as_posix()}"
+    for path in HANDLERS_DIR.rglob("*.py")
+    if "__pycache__" not in path.parts
 }
 
 
@@ -185,6 +187,18 @@ def test_manifest_and_model_config(tmp_path: Path) -> None:
     assert config["handler"]["input"] == {"shape": [4], "dtype": "float32"}
 
 
+def test_an_archive_names_workers_only_when_the_spec_does(tmp_path: Path) -> None:
+    # TorchServe keeps a model-config's minWorkers over the initial_workers of a
+    # registration: without `workers` in the spec, TORCHSERVE_WORKERS_PER_MODEL decides.
+    project = tmp_path / "project"
+    project.mkdir()
+    save_bare(project / "weights.pt")
+    mar = build_one(tmp_path, tensor_entry(serving={"batch_size": 2}))
+    config = mar_config(mar)
+    assert "minWorkers" not in config and "maxWorkers" not in config
+    assert config["batchSize"] == 2
+
+
 def test_integrity_manifest_covers_every_file_but_itself_and_mar_inf(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
@@ -220,20 +234,30 @@ def test_image_archive_serves_png_with_labels(tmp_path: Path) -> None:
     assert answer["cat"] == pytest.approx(float(probabilities[0]))
 
 
-def test_strict_false_archives_only_the_weights_that_loaded(tmp_path: Path) -> None:
+def test_strict_false_archives_what_loaded_and_what_the_build_initialised(
+    tmp_path: Path,
+) -> None:
     project = tmp_path / "project"
     project.mkdir()
     partial = {"linear.weight": tiny_state_dict()["linear.weight"], "extra.head": torch.ones(2)}
     torch.save(partial, project / "weights.pt")
-    mar = build_one(tmp_path, tensor_entry(strict=False))
+    mar = build_one(tmp_path, tensor_entry(strict=False, init_seed=7))
     weights = mar_weights(mar)
-    assert list(weights) == ["linear.weight"]
+    assert list(weights) == ["linear.weight", "linear.bias"]
     assert torch.equal(weights["linear.weight"], partial["linear.weight"])
+    # The bias the checkpoint lacks: the class's own initialisation, seeded by init_seed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        expected_bias = torch.nn.Linear(4, 3).bias.detach()
+    assert torch.equal(weights["linear.bias"], expected_bias)
     assert mar_config(mar)["handler"]["strict"] is False
+    assert mar_config(mar)["handler"]["init_seed"] == 7
     handler, _ = handler_for(mar, tmp_path)
     assert handler.predictor is not None
-    model_weight = handler.predictor.model.state_dict()["linear.weight"]
-    assert torch.equal(model_weight, partial["linear.weight"])
+    loaded = handler.predictor.model.state_dict()
+    assert torch.equal(loaded["linear.weight"], partial["linear.weight"])
+    assert torch.equal(loaded["linear.bias"], expected_bias)
+    assert handler.predictor.report.clean  # the archive holds every tensor
 
 
 def test_weights_are_saved_without_the_storage_they_were_sliced_from(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ def test_defaults() -> None:
     assert model.input is not None and model.input.dtype == "float32"
     serving = model.serving
     assert (serving.batch_size, serving.max_batch_delay_ms) == (2, 0)
-    assert (serving.workers, serving.response_timeout_s) == (1, 120)
+    # No worker count: the archive leaves it to TORCHSERVE_WORKERS_PER_MODEL / initial_workers.
+    assert (serving.workers, serving.response_timeout_s) == (None, 120)
 
 
 def test_no_serving_table_means_defaults() -> None:
@@ -133,8 +134,8 @@ def test_missing_required_key() -> None:
 @pytest.mark.parametrize(
     ("entry", "needle"),
     [
-        (tensor_entry(input=None), "needs a [model.input] table"),
-        (image_entry(image=None), "needs a [model.image] table"),
+        (tensor_entry(input=None), "needs 'input' ([model.input]) or 'inputs'"),
+        (image_entry(image=None), "needs 'image' ([model.image])"),
         (image_entry(input={"shape": [4]}), "does not use: input"),
         (tensor_entry(labels="labels.json"), "does not use: labels"),
         (tensor_entry(top_k=3), "does not use: top_k"),

@@ -77,10 +77,24 @@ def test_a_batch_is_encoded_at_once_as_row_by_row(task: Task, shape: tuple[int, 
 
 
 @pytest.mark.parametrize("output", [(torch.zeros(2, 3),), {"a": torch.zeros(2, 3)}, "x"])
-def test_outputs_other_than_one_batch_tensor_are_encoded_row_by_row(output: object) -> None:
+def test_outputs_a_classifier_cannot_rank_are_encoded_row_by_row(output: object) -> None:
     image = ImageClassificationTask(IMAGE)
-    assert TASK.encode_rows(output, 2) is None and image.encode_rows(output, 2) is None
+    assert image.encode_rows(output, 2) is None
+    assert TASK.encode_rows("x", 2) is None
     assert TASK.encode_rows(torch.zeros(3, 4), 2) is None  # a wrong batch size too
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        (torch.arange(6).reshape(2, 3), torch.tensor([1.5, 2.5])),
+        {"a": torch.arange(4.0).reshape(2, 2), "b": [torch.tensor([[1], [2]])]},
+    ],
+)
+def test_structured_outputs_are_encoded_at_once_as_row_by_row(output: object) -> None:
+    at_once = TASK.encode_rows(output, 2)
+    assert at_once is not None
+    assert at_once == [TASK.encode(row) for row in split_rows(output, 2)]
 
 
 def test_a_classifier_whose_output_is_not_a_tensor_fails_per_request() -> None:

@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from handlers.decoding import decode_array, decode_image, loads_json
+from handlers.decoding import decode_array, loads_json
 from handlers.errors import RequestError
 from handlers.settings import ImageSpec, InputSpec
+from handlers.tasks.image import decode_image
 
 SPEC = InputSpec((2, 3), "float32")
 IMAGE = ImageSpec("L", (2, 2), (0.5,), (0.25,))
