@@ -12,7 +12,7 @@ from launcher.config import BODY_LIMIT_HEADROOM_BYTES
 from launcher.errors import LauncherError, ProcessExited
 from launcher.torchserve import TorchServe
 from tests.support.archives import GREEDY_CONFIG, build_echo_archive
-from tests.support.servers import running_torchserve, torchserve_settings
+from tests.support.servers import running_gateway, running_torchserve, torchserve_settings
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +208,60 @@ def test_an_early_exit_is_reported_with_the_log_tail(echo_store: Path, tmp_path:
             ts.wait_ready(timeout=60)
     finally:
         ts.stop()
+
+
+PINNED_SPEC = """
+[[model]]
+name = "pinned"
+model_file = "{examples}/model.py"
+model_class = "DigitsNet"
+checkpoint = "{examples}/digits.pt"
+task = "tensor"
+
+[model.input]
+shape = [1, 8, 8]
+
+[model.serving]
+workers = 1
+"""
+
+
+def test_workers_come_from_the_launcher_or_the_registration_unless_the_archive_names_them(
+    tmp_path: Path, client: httpx.Client
+) -> None:
+    # The project's own archives (archive/models.toml) name no worker count, so
+    # TORCHSERVE_WORKERS_PER_MODEL and a registration's initial_workers decide; an archive
+    # whose spec sets `[model.serving] workers` keeps it (TorchServe prefers model-config).
+    from archive.build import build_models
+    from archive.spec import DEFAULT_SPEC
+
+    store = tmp_path / "store"
+    build_models(DEFAULT_SPEC, store, ["digits-tensor", "digits"])
+    examples = DEFAULT_SPEC.parent.parent / "examples" / "digits"
+    pinned = tmp_path / "pinned.toml"
+    pinned.write_text(PINNED_SPEC.format(examples=examples.resolve()))
+    build_models(pinned, store, ["pinned"])
+
+    with (
+        running_torchserve(
+            store,
+            tmp_path / "run",
+            models=["digits-tensor.mar", "pinned.mar"],
+            settings={"torchserve_workers_per_model": 2},
+        ) as ts,
+        running_gateway(ts, env={"GATEWAY_MANAGEMENT_KEYS": "m" * 24}) as gateway,
+    ):
+        (project,) = client.get(f"{ts.management_url}/models/digits-tensor").json()
+        (kept,) = client.get(f"{ts.management_url}/models/pinned").json()
+        registered = client.post(
+            f"{gateway.url}/models",
+            params={"url": "digits.mar", "initial_workers": 3, "synchronous": "true"},
+            headers={"authorization": f"Bearer {'m' * 24}"},
+            timeout=180,
+        )
+        (asked,) = client.get(f"{ts.management_url}/models/digits").json()
+
+    assert (project["minWorkers"], len(project["workers"])) == (2, 2)
+    assert (kept["minWorkers"], len(kept["workers"])) == (1, 1)
+    assert registered.status_code == 200, registered.text
+    assert (asked["minWorkers"], len(asked["workers"])) == (3, 3)
