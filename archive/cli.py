@@ -1,4 +1,4 @@
-"""The ``python -m archive`` command line: ``build``, ``inspect`` and ``convert``.
+"""The ``python -m archive`` command line: ``build``, ``inspect``, ``convert``, ``export-kserve``.
 
 Exit status: 0 on success, 1 when a model or file fails (the message names it and says why),
 2 for a usage error.
@@ -16,6 +16,7 @@ from archive.build import DEFAULT_STORE, build_models
 from archive.convert import WARNING, convert_pickled_model
 from archive.errors import ArchiveError
 from archive.inspection import describe_checkpoint
+from archive.kserve_export import CONFIG_FILE, MODEL_STORE_DIR, export_kserve
 from archive.spec import DEFAULT_SPEC
 from handlers.errors import HandlerError
 
@@ -68,6 +69,23 @@ def make_parser() -> argparse.ArgumentParser:
         "--model-file", type=Path, metavar="FILE", help="Python file defining the model's class"
     )
     convert.set_defaults(run=run_convert)
+
+    export = commands.add_parser(
+        "export-kserve",
+        usage=EXPORT_USAGE,
+        help="write a store's archives as KServe's TorchServe runtime reads them",
+    )
+    # DIR, then options and names in any order (`DIR --store S NAME`): argparse alone would
+    # refuse a positional after an option once `NAME ...` matched nothing, so the rest is
+    # parsed intermixed by run_export_kserve.
+    export.add_argument(
+        "arguments",
+        nargs=argparse.REMAINDER,
+        metavar="DIR [NAME ...]",
+        help="where to write the layout; the archives to export (default: all)",
+    )
+    export.add_argument("--store", type=Path, default=DEFAULT_STORE, help="default: %(default)s")
+    export.set_defaults(run=run_export_kserve)
     return parser
 
 
@@ -99,6 +117,27 @@ def run_convert(args: argparse.Namespace) -> int:
         f"of {converted.model_module}.{converted.model_class}\n"
         f'in models.toml: model_class = "{converted.model_class}", and checkpoint = the path '
         f"of {args.output.name} relative to models.toml"
+    )
+    return 0
+
+
+EXPORT_USAGE = "python -m archive export-kserve DIR [--store STORE] [NAME ...]"
+
+
+def run_export_kserve(args: argparse.Namespace) -> int:
+    parser = argparse.ArgumentParser(prog="python -m archive export-kserve", usage=EXPORT_USAGE)
+    parser.add_argument("target", type=Path, metavar="DIR")
+    parser.add_argument("names", nargs="*", metavar="NAME")
+    parser.add_argument("--store", type=Path, default=args.store)
+    if not args.arguments:
+        parser.error("DIR is required: where to write the layout")
+    args = parser.parse_intermixed_args(args.arguments)
+    models = export_kserve(args.store, args.target, args.names)
+    for model in models:
+        _say(f"exported {model.name} {model.version} ({model.mar_name})")
+    _say(
+        f"{len(models)} model(s) in {args.target}: {CONFIG_FILE} and {MODEL_STORE_DIR}/; "
+        "point an InferenceService's storageUri at a copy of it (deploy/kserve/)"
     )
     return 0
 
