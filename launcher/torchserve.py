@@ -14,14 +14,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from launcher.config import log4j2_config_path, render_torchserve_config
 from launcher.errors import LauncherError, PortInUseError, SocketPathTooLong
 from launcher.process import ChildProcess, ManagedServer, child_env, read_tail
-from launcher.registration import register_archives
+from launcher.registration import LoadWatch, register_archives
 from launcher.settings import LauncherSettings
 
 logger = logging.getLogger(__name__)
@@ -104,6 +103,7 @@ class TorchServe(ManagedServer):
         self._console = console
         self._process: ChildProcess | None = None
         self._registered = False
+        self._loading: dict[str, str] = {}  # model name -> archive, registered at start-up
 
     @property
     def _client_host(self) -> str:
@@ -230,7 +230,9 @@ class TorchServe(ManagedServer):
         Raises:
             ProcessExited: TorchServe exited first (the message holds its log tail).
             ReadyTimeout: not ready within `timeout` seconds.
-            LauncherError: an archive is unreadable or TorchServe refused to register it.
+            LauncherError: an archive is unreadable or TorchServe refused to register it,
+                or a model's worker died while loading it (seen within seconds: the message
+                names the model and holds the logs' tail with its error).
         """
         if self._process is None:
             raise RuntimeError("TorchServe was not started")
@@ -257,19 +259,20 @@ class TorchServe(ManagedServer):
                     if len(names) < expected:
                         return False
                     for name in names:
-                        if not _all_workers_ready(
-                            client.get(f"{self.management_url}/models/{name}").json()
-                        ):
+                        described = client.get(f"{self.management_url}/models/{name}").json()
+                        if not watch.ready(name, described):
                             return False
                 except (httpx.HTTPError, ValueError, KeyError):
                     return False
+                except LauncherError as exc:  # a worker died: the model's error is in the logs
+                    raise LauncherError(f"{exc}\n{read_tail(tail_files)}") from None
                 ready[:] = names
                 return True
 
             self._process.wait_until(pinged, timeout=timeout, what="/ping was healthy")
             if not self._registered:
                 try:
-                    register_archives(
+                    self._loading = register_archives(
                         client,
                         self.management_url,
                         self._archives(),
@@ -278,6 +281,8 @@ class TorchServe(ManagedServer):
                 except LauncherError as exc:  # the worker's own error is in the logs
                     raise LauncherError(f"{exc}\n{read_tail(self._process.tail_files)}") from None
                 self._registered = True
+            watch = LoadWatch(self._loading)
+            tail_files = self._process.tail_files
             what = f"/ping was healthy and {expected} model(s) had every worker READY"
             left = max(1.0, timeout - (time.monotonic() - started))
             self._process.wait_until(models_ready, timeout=left, what=what)
@@ -299,15 +304,3 @@ class TorchServe(ManagedServer):
         if self._process is not None:
             code = self._process.stop(grace)
             logger.info("TorchServe stopped (status %s)", code)
-
-
-def _all_workers_ready(versions: Any) -> bool:
-    """True when every version of a model (GET /models/{name}) has workers, all READY."""
-    if not isinstance(versions, list) or not versions:
-        return False
-    for version in versions:
-        workers = version.get("workers") or []
-        min_workers = version.get("minWorkers", 1)
-        if len(workers) < min_workers or any(w.get("status") != "READY" for w in workers):
-            return False
-    return True

@@ -44,6 +44,23 @@ def archive_config(archive: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+def model_identity(archive: Path) -> tuple[str, str]:
+    """`(modelName, modelVersion)` from the archive's manifest: what TorchServe registers it as.
+
+    Raises:
+        ArchiveUnreadable: no readable manifest naming the model.
+    """
+    try:
+        with zipfile.ZipFile(archive) as mar:
+            model = json.loads(mar.read(MANIFEST)).get("model", {})
+        name, version = model["modelName"], str(model.get("modelVersion", "1.0"))
+    except (OSError, KeyError, ValueError, AttributeError, TypeError, zipfile.BadZipFile) as exc:
+        raise ArchiveUnreadable(f"{archive.name} is not a readable model archive: {exc}") from None
+    if not isinstance(name, str):
+        raise ArchiveUnreadable(f"{archive.name}'s manifest names no model")
+    return name, version
+
+
 def batching_query(archive: Path) -> dict[str, str]:
     """`batch_size` and `max_batch_delay` for `POST /models`, as far as the config names them."""
     config = archive_config(archive)

@@ -1,8 +1,8 @@
 """Is the stack ready to serve? TorchServe answers, and every model has its workers.
 
 Ready means: TorchServe's management API answers, and every version of every registered
-model has at least `minWorkers` workers with status READY. The check lists the models
-(`GET /models`, every page) and describes each (`GET /models/{name}/all`), at most
+model has at least `minWorkers` workers with status READY, and at least one. The check
+lists the models (`GET /models`, every page) and describes each (`GET /models/{name}/all`), at most
 `concurrency` at a time, each call within `timeout` seconds, so `/readyz` stays cheap and
 quick even with many models or a stuck TorchServe.
 """
@@ -28,7 +28,9 @@ class VersionReadiness:
 
     @property
     def ready(self) -> bool:
-        return self.ready_workers >= self.min_workers
+        # At least one READY worker too: a registered model that no worker can serve (its
+        # load failed, or it was scaled to 0) is not ready, whatever minWorkers says.
+        return self.ready_workers >= max(self.min_workers, 1)
 
 
 @dataclass

@@ -74,6 +74,10 @@ class GatewaySettings(BaseSettings):
     # later ones queue and go together, up to GATEWAY_BATCH_MAX_ITEMS per request (1: off).
     gateway_batch_max_items: Annotated[int, Field(ge=1, le=1024)] = 16
     gateway_batch_in_flight: Annotated[int, Field(ge=1)] = 3
+    # After `POST /models` answered 202 (workers starting), the gateway watches the model
+    # this long: a worker that dies while starting gets the model unregistered and the
+    # registration answered 500 `ModelLoadFailed` (service.registration_guard).
+    gateway_load_grace_s: Annotated[float, Field(gt=0)] = 10.0
     # `/readyz` asks TorchServe about this many models at once, each within this time.
     gateway_readiness_concurrency: Annotated[int, Field(gt=0)] = 8
     gateway_readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0

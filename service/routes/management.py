@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from service.archive_config import ArchiveUnreadable, batching_query
-from service.errors import InvalidRequest, error_responses
+from service.archive_config import ArchiveUnreadable, batching_query, model_identity
+from service.errors import InvalidRequest, ModelLoadFailed, error_responses
 from service.headers import REQUEST_ID_HEADER
 from service.proxy import ProxiedResponse, forward, gateway_state, request_id
+from service.registration_guard import unregister, watch_new_model
 from service.routes.deps import ManagementAccess
 from service.routes.inference import ModelName, Version
+from service.upstream import TorchServeClient
 from service.upstream_errors import Api
 from service.validation import check_model_name, check_version, resolve_archive
 
@@ -84,11 +87,15 @@ async def _send(
         )
     finally:
         if method != "GET":
-            # A model or default version may have changed handler: batch only once its
-            # answers say so again.
-            batcher = gateway_state(request).batcher
-            if batcher is not None:
-                batcher.forget()
+            _forget_handlers(request)
+
+
+def _forget_handlers(request: Request) -> None:
+    # A model or default version may have changed handler: batch only once its answers
+    # say so again.
+    batcher = gateway_state(request).batcher
+    if batcher is not None:
+        batcher.forget()
 
 
 def _model_path(model: str, version: str | None = None) -> str:
@@ -121,8 +128,12 @@ async def register_model(
     """Register an archive from the model store, e.g. `url=my_model.mar`.
 
     Without `batch_size` and `max_batch_delay`, both come from the archive's config: TorchServe
-    alone would read its `maxBatchDelay: 0` as 100 ms (`service.archive_config`)."""
-    store = gateway_state(request).settings.model_store
+    alone would read its `maxBatchDelay: 0` as 100 ms (`service.archive_config`). A model
+    whose workers fail to start is unregistered again and the answer is 500
+    `ModelLoadFailed` saying so (`service.registration_guard`; asynchronous registrations
+    are watched for up to GATEWAY_LOAD_GRACE_S)."""
+    settings = gateway_state(request).settings
+    store = settings.model_store
     archive = resolve_archive(url, store)
     if batch_size is None and max_batch_delay is None:
         with contextlib.suppress(ArchiveUnreadable):  # TorchServe then says what is wrong
@@ -137,7 +148,43 @@ async def register_model(
         "batch_size": batch_size,
         "max_batch_delay": max_batch_delay,
     }
-    return await _send(request, "POST", "/models", None, _query(request, values))
+    query = _query(request, values)
+    identity = await asyncio.to_thread(_identity, store / archive)
+    try:
+        answer = await _send(request, "POST", "/models", None, query)
+    except ModelLoadFailed as error:
+        if identity is None:
+            raise
+        raise await _undo(request, identity, error.message) from None
+    if answer.status_code == 202 and identity is not None and initial_workers != 0:
+        failed = await watch_new_model(
+            _upstream(request), *identity, grace_s=settings.gateway_load_grace_s, timeout=5.0
+        )
+        if failed is not None:
+            _forget_handlers(request)
+            raise failed
+    return answer
+
+
+def _identity(archive: Path) -> tuple[str, str] | None:
+    """The archive's model name and version, if readable and valid (else no guard)."""
+    try:
+        name, version = model_identity(archive)
+        return check_model_name(name), check_version(version)
+    except (ArchiveUnreadable, InvalidRequest):
+        return None
+
+
+def _upstream(request: Request) -> TorchServeClient:
+    upstream = gateway_state(request).upstream
+    assert upstream is not None, "the lifespan opens the upstream client"
+    return upstream
+
+
+async def _undo(request: Request, identity: tuple[str, str], cause: str) -> ModelLoadFailed:
+    error = await unregister(_upstream(request), *identity, cause, timeout=5.0)
+    _forget_handlers(request)
+    return error
 
 
 @router.get("/models/{model}", responses=_RESPONSES)
