@@ -26,17 +26,21 @@ from service.batching import PredictionBatcher
 from service.error_handlers import install_error_handlers
 from service.metrics import GatewayMetrics
 from service.middleware import GatewayMiddleware
+from service.model_catalog import ModelCatalog
+from service.protocols.oip import routes as oip
+from service.protocols.oip.errors import error_body_for_path
 from service.proxy import STATE_KEY, GatewayState
-from service.routes import docs, health, inference, management
+from service.routes import docs, health, inference, management, ping
 from service.settings import GatewaySettings
 from service.upstream import TorchServeClient
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """\
-The only front door to TorchServe: its inference and management APIs on one port, behind
-bearer keys, with request limits, one error format `{"code", "type", "message"}`, truthful
-health checks and Prometheus metrics.
+The only front door to TorchServe: its inference and management APIs, and the Open Inference
+Protocol (KServe v2, `/v2/...`), on one port, behind bearer keys, with request limits, one
+error format `{"code", "type", "message"}` (`{"error"}` on `/v2`), truthful health checks and
+Prometheus metrics.
 """
 
 
@@ -97,6 +101,8 @@ def create_app(
     app.include_router(inference.router)
     app.include_router(management.router)
     app.include_router(health.router)
+    app.include_router(ping.router)
+    app.include_router(oip.build_router(ModelCatalog(state), app.version))
     docs.add_docs(app)
     install_error_handlers(app)
     app.front = GatewayMiddleware(
@@ -104,6 +110,7 @@ def create_app(
         metrics=state.metrics,
         max_in_flight=settings.gateway_max_in_flight,
         fast_path=inference.serve_prediction,
+        error_body=error_body_for_path,
     )
     return app
 

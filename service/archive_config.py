@@ -4,11 +4,13 @@ TorchServe reads `maxBatchDelay: 0` in model-config.yaml as "use the default, 10
 (ModelManager: a value <= 0 falls back), so a model built to take only what is already
 queued (`max_batch_delay_ms = 0`: issue 7) must be registered with `batch_size` and
 `max_batch_delay` given explicitly. The launcher (start-up) and the gateway's `POST /models`
-both take them from here.
+both take them from here. The gateway's Open Inference Protocol metadata reads the archive's
+`handler:` section from here too (`handler_section`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import zipfile
 from pathlib import Path
@@ -72,3 +74,24 @@ def batching_query(archive: Path) -> dict[str, str]:
     if isinstance(delay, int) and not isinstance(delay, bool) and delay >= 0:
         query["max_batch_delay"] = str(delay)
     return query
+
+
+def handler_section(archive: Path) -> dict[str, Any]:
+    """The `handler:` section of the archive's model-config.yaml ({} when it has none).
+
+    Cached per archive file (its path, size and modification time), so a gateway answering
+    the Open Inference Protocol's metadata reads each archive once, and again only once it
+    is replaced. Raises `ArchiveUnreadable` like `archive_config`.
+    """
+    try:
+        stat = archive.stat()
+    except OSError as exc:
+        raise ArchiveUnreadable(f"{archive.name} is not a readable model archive: {exc}") from None
+    return _cached_handler_section(archive, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_handler_section(archive: Path, size: int, mtime_ns: int) -> dict[str, Any]:
+    # `size` and `mtime_ns` are part of the key only: a replaced archive is read anew.
+    section = archive_config(archive).get("handler")
+    return section if isinstance(section, dict) else {}

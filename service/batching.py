@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 from handlers import envelope
@@ -118,6 +119,49 @@ class PredictionBatcher:
             return await waiting.answer
         finally:
             timer.cancel()
+
+    async def predict_many(
+        self, model: str, path: str, requests: Sequence[tuple[list[tuple[bytes, bytes]], bytes]]
+    ) -> list[UpstreamResponse | GatewayError]:
+        """TorchServe's answers to several predictions on `path` (`(headers, body)` each), in
+        order: each an answer or the error it got.
+
+        Where the path's handler reads envelopes they queue together, so they go upstream in
+        as few envelopes as the item and byte limits allow (one, when the model is idle and
+        they fit); the first prediction to an unknown path goes alone to learn its handler.
+        """
+        if not requests:
+            return []
+        first: list[UpstreamResponse | GatewayError] = []
+        if len(requests) > 1 and self._max_items >= 2 and path not in self._batchable:
+            first.append(await self._settled(self.predict(model, path, *requests[0])))
+            requests = requests[1:]
+        if len(requests) == 1 or self._max_items < 2 or path not in self._batchable:
+            return first + list(
+                await asyncio.gather(
+                    *(self._settled(self.predict(model, path, h, b)) for h, b in requests)
+                )
+            )
+        lane = self._lanes.get(path) or self._lanes.setdefault(path, _Lane())
+        loop = asyncio.get_running_loop()
+        waiting = [_Waiting(model, h, b, loop.create_future()) for h, b in requests]
+        lane.queue.extend(waiting)
+        self._dispatch(path, lane)
+        timers = [loop.call_later(self._timeout_s, _time_out, w) for w in waiting]
+        try:
+            return first + list(await asyncio.gather(*(self._settled(w.answer) for w in waiting)))
+        finally:
+            for timer in timers:
+                timer.cancel()
+
+    @staticmethod
+    async def _settled(
+        answer: Awaitable[UpstreamResponse],
+    ) -> UpstreamResponse | GatewayError:
+        try:
+            return await answer
+        except GatewayError as error:
+            return error
 
     async def _alone(
         self, model: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes

@@ -3,8 +3,8 @@
 Plain ASGI rather than `BaseHTTPMiddleware`, which would add a task and a stream per
 request. For each HTTP request it:
 - takes the client's `X-Request-ID` or makes one (`scope[REQUEST_ID_KEY]`), and returns it;
-- refuses a proxied request (`/predictions`, `/models`) beyond GATEWAY_MAX_IN_FLIGHT with
-  503 `Overloaded` and `Retry-After`, before any other work;
+- refuses a proxied request (`/predictions`, `/models`, `/v2/models/`) beyond
+  GATEWAY_MAX_IN_FLIGHT with 503 `Overloaded` and `Retry-After`, before any other work;
 - hands `POST /predictions/...` to the fast path it was given, which answers it without
   Starlette's router (the hot path; see `service.routes.inference.serve_prediction`);
 - records the answer in `GatewayMetrics` under the route template that matched;
@@ -32,14 +32,18 @@ logger = logging.getLogger(__name__)
 REQUEST_ID_KEY = "gateway.request_id"
 # Set by a route once TorchServe answered for a model without a 404 (see metrics.py).
 MODEL_KEY = "gateway.model"
-_BOUNDED_PREFIXES = ("/predictions/", "/models")
+_BOUNDED_PREFIXES = ("/predictions/", "/models", "/v2/models/")
 # Serves a request itself and returns True, or returns False to leave it to the app.
 FastPath = Callable[[Scope, Receive, Send], Awaitable[bool]]
+# The error body for a request path (a protocol's own error shape), or None for the one format.
+ErrorBody = Callable[[str, GatewayError], bytes | None]
 
 
-async def send_error(send: Send, error: GatewayError, request_id: bytes) -> None:
-    """Send `error` as a complete response in the one error format."""
-    body = error.body()
+async def send_error(
+    send: Send, error: GatewayError, request_id: bytes, body: bytes | None = None
+) -> None:
+    """Send `error` as a complete response (`body`, default: the one error format)."""
+    body = body or error.body()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -60,8 +64,10 @@ class GatewayMiddleware:
         metrics: GatewayMetrics,
         max_in_flight: int,
         fast_path: FastPath | None = None,
+        error_body: ErrorBody | None = None,
     ) -> None:
         self.app = app
+        self.error_body = error_body
         self.metrics = metrics
         self.max_in_flight = max_in_flight
         self.fast_path = fast_path
@@ -89,7 +95,7 @@ class GatewayMiddleware:
         if bounded:
             if self.in_flight >= self.max_in_flight:
                 error = Overloaded()
-                await send_error(send, error, request_id)
+                await send_error(send, error, request_id, self._body(scope, error))
                 self._observe(scope, error.status, start)
                 return
             self.in_flight += 1
@@ -101,12 +107,16 @@ class GatewayMiddleware:
             logger.exception("Unhandled error (request id %s)", request_id.decode())
             if not started:
                 status = 500
-                await send_error(send, GatewayError(), request_id)
+                failure = GatewayError()
+                await send_error(send, failure, request_id, self._body(scope, failure))
         finally:
             if bounded:
                 self.in_flight -= 1
                 self.metrics.in_flight.dec()
             self._observe(scope, status, start)
+
+    def _body(self, scope: Scope, error: GatewayError) -> bytes | None:
+        return None if self.error_body is None else self.error_body(scope["path"], error)
 
     def _observe(self, scope: Scope, status: int, start: float) -> None:
         route = scope.get("route")
