@@ -1,16 +1,24 @@
-"""``python -m archive inspect``: say what a checkpoint file holds, without running its code.
+"""``python -m archive inspect``: say what a checkpoint file or a built ``.mar`` holds, without
+running its code.
 
 The file is read by the handler's own ``load_checkpoint_object`` (``weights_only=True``), so what
-``inspect`` can read is what the build can read.
+``inspect`` can read is what the build can read. For an archive, its ``handler:`` settings come
+first (task, inputs with their shapes and bounds, method, output, text), as the handler reads
+them, then its weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from handlers.checkpoint import (
     is_state_dict,
@@ -19,7 +27,11 @@ from handlers.checkpoint import (
     state_dict_entries,
     strip_prefixes,
 )
-from handlers.errors import CheckpointError
+from handlers.errors import CheckpointError, HandlerError
+from handlers.inputs import InputSpec
+from handlers.settings import HandlerSettings
+from handlers.tasks.base import Ranking
+from handlers.tasks.text import TextClassificationTask
 
 MAX_VALUE_CHARS = 60
 
@@ -30,6 +42,8 @@ def describe_checkpoint(path: Path) -> str:
 
     Raises CheckpointError when the file can't be read as weights.
     """
+    if Path(path).suffix == ".mar":
+        return describe_archive(Path(path))
     obj = load_checkpoint_object(Path(path), "cpu")
     name = Path(path).name
     lines: list[str] = []
@@ -52,6 +66,78 @@ def describe_checkpoint(path: Path) -> str:
         lines.append(f"{name}: a {type(obj).__name__}")
     lines.append(f"the build would use: {_selection(obj, name)}")
     return "\n".join(lines)
+
+
+def describe_archive(path: Path) -> str:
+    """What a ``.mar`` built by ``python -m archive build`` serves, and its weights.
+
+    Raises CheckpointError when it is not such an archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = yaml.safe_load(archive.read("model-config.yaml"))
+            weights = archive.read("weights.pt")
+            settings = HandlerSettings.from_dict((config or {}).get("handler"))
+            if settings.text is not None:
+                # What text becomes: token ids bounded by the vocabulary and max_tokens.
+                vocab = json.loads(archive.read(settings.text.vocab))
+                task = TextClassificationTask(settings.text, vocab, Ranking(), settings.input)
+                settings = dataclasses.replace(settings, input=task.input)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, yaml.YAMLError, HandlerError) as exc:
+        raise CheckpointError(f"{path.name} is not an archive this project built: {exc}") from None
+    state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    lines = [f"{path.name}: an archive serving {settings.model_class} ({settings.task})"]
+    lines += [f"  {line}" for line in describe_settings(settings)]
+    lines.append("weights.pt:")
+    lines.extend(describe_state_dict(state_dict))
+    return "\n".join(lines)
+
+
+def describe_settings(settings: HandlerSettings) -> list[str]:
+    """One line per request-facing setting: inputs, image or text, method, output, labels."""
+    lines = []
+    if settings.input is not None:
+        what = "input (token ids)" if settings.text is not None else "input"
+        lines.append(f"{what}: {describe_input(settings.input)}")
+    for spec in settings.inputs or ():
+        lines.append(f"input {spec.name!r}: {describe_input(spec)}")
+    if settings.image is not None:
+        image = settings.image
+        lines.append(
+            f"image: {image.mode} {image.size[0]}x{image.size[1]}, "
+            f"mean {list(image.mean)}, std {list(image.std)}"
+        )
+    if settings.text is not None:
+        text = settings.text
+        lines.append(
+            f"text: vocabulary {text.vocab}, lowercase {text.lowercase}, unk_token "
+            f"{text.unk_token!r}, pad_token {text.pad_token!r}, at most {text.max_tokens} tokens"
+        )
+    call = f"method: {settings.method}"
+    if settings.method_kwargs:
+        call += f" with {dict(settings.method_kwargs)}"
+    lines.append(call)
+    if settings.output is not None:
+        lines.append(f"output: {settings.output!r} (the part answered or ranked)")
+    if settings.task != "tensor":
+        lines.append(f"answers: top {settings.top_k} of {settings.scores}")
+    if not settings.strict:
+        lines.append(f"strict = false, init_seed = {settings.init_seed}")
+    return lines
+
+
+def describe_input(spec: InputSpec) -> str:
+    """``int64 [-1] (-1: any size), at most 512 elements, values in [0, 99], padded ...``"""
+    text = f"{spec.dtype} {list(spec.shape)}"
+    if spec.variable_dims:
+        text += f" (-1: any size), at most {spec.element_limit:,} elements"
+        if spec.padded:
+            text += f", padded with {spec.pad_value:g}, lengths as {spec.lengths_arg!r}"
+        else:
+            text += ", one call per distinct shape"
+    if spec.range is not None:
+        text += f", values in [{spec.range[0]:g}, {spec.range[1]:g}]"
+    return text
 
 
 def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> list[str]:

@@ -156,10 +156,11 @@ class ModelSpec(_Table):
         # does not read, and fills in the defaults of those it does.
         for key in TASK_KEYS & self.model_fields_set:
             value = getattr(self, key)
+            # Tables as written (exclude_unset): the handler fills in its own defaults.
             if isinstance(value, BaseModel):
-                value = value.model_dump(exclude_none=True)
+                value = value.model_dump(exclude_unset=True)
             elif isinstance(value, list):
-                value = [v.model_dump(exclude_none=True) for v in value]
+                value = [v.model_dump(exclude_unset=True) for v in value]
             raw[key] = value
         return HandlerSettings.from_dict({k: v for k, v in raw.items() if v is not None})
 

@@ -167,6 +167,8 @@ def _from_json(value: Any, target: np.dtype[Any], expected: str) -> np.ndarray[A
     except (ValueError, TypeError, OverflowError):
         array = None
     # Only numbers: numpy would otherwise turn "1.5" into 1.5 or build an object array.
+    if array is not None and array.size == 0:
+        return array.astype(target)  # [] has no dtype of its own: its shape is refused later
     if array is None or array.dtype.kind not in "biuf":
         raise RequestError(f"expected a {expected}; the JSON is not a rectangular list of numbers")
     if not np.can_cast(array.dtype, target, casting="same_kind"):

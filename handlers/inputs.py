@@ -97,7 +97,9 @@ class InputSpec:
             )
 
 
-def parse_input(raw: Any, at: str, *, named: bool = False) -> InputSpec:
+def parse_input(
+    raw: Any, at: str, *, named: bool = False, default_dtype: str = "float32"
+) -> InputSpec:
     """The ``InputSpec`` of the handler setting at ``at`` (``input`` or ``inputs[i]``).
 
     Raises SettingsError naming the key.
@@ -117,7 +119,7 @@ def parse_input(raw: Any, at: str, *, named: bool = False) -> InputSpec:
         raise SettingsError(
             f"handler setting '{at}.shape' must be a list of positive integers or -1"
         )
-    dtype = raw.get("dtype", "float32")
+    dtype = raw.get("dtype", default_dtype)
     if dtype not in DTYPES:
         raise SettingsError(f"handler setting '{at}.dtype' must be one of {', '.join(DTYPES)}")
     limit = raw.get("max_elements")
@@ -131,11 +133,6 @@ def parse_input(raw: Any, at: str, *, named: bool = False) -> InputSpec:
         isinstance(lengths_arg, str) and IDENTIFIER.match(lengths_arg)
     ):
         raise SettingsError(f"handler setting '{at}.lengths_arg' must be a Python identifier")
-    if (pad_value is None) != (lengths_arg is None):
-        raise SettingsError(
-            f"handler settings '{at}.pad_value' and '{at}.lengths_arg' go together: padding "
-            "without the true lengths would change the answers"
-        )
     if lengths_arg is not None and -1 not in shape:
         raise SettingsError(f"'{at}.lengths_arg' needs a variable dimension (-1) in its shape")
     bounds = raw.get("range")
@@ -158,6 +155,16 @@ def parse_input(raw: Any, at: str, *, named: bool = False) -> InputSpec:
         range=None if bounds is None else (float(bounds[0]), float(bounds[1])),
         name=name if named else None,
     )
+
+
+def check_padding(spec: InputSpec, at: str) -> None:
+    """SettingsError unless ``pad_value`` and ``lengths_arg`` are both set or both unset:
+    padding without the true lengths would change the answers."""
+    if (spec.pad_value is None) != (spec.lengths_arg is None):
+        raise SettingsError(
+            f"handler settings '{at}.pad_value' and '{at}.lengths_arg' go together: padding "
+            "without the true lengths would change the answers"
+        )
 
 
 def parse_inputs(raw: Any) -> tuple[InputSpec, ...]:

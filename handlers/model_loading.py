@@ -183,7 +183,7 @@ def resolve_method(model: nn.Module, method: str) -> None:
         if callable(value) and not name.startswith("_")
     )
     name = type(model).__name__
-    what = "a forward method" if method == "forward" else f"a method {method!r}"
+    what = "forward method" if method == "forward" else f"method {method!r}"
     raise ModelBuildError(
         f"{name} has no {what} to call on a batch; set `method` to one of its methods: "
         f"{', '.join(dict.fromkeys(candidates)) or '(none)'}"

@@ -114,7 +114,11 @@ class HandlerSettings:
             checkpoint_key=key,
             strict=_bool(raw, "strict", True),
             init_seed=_int(raw, "init_seed", 0, minimum=0),
-            input=parse_input(raw["input"], "input") if "input" in given else None,
+            input=(
+                parse_input(raw["input"], "input", default_dtype=kind.default_dtype)
+                if "input" in given
+                else None
+            ),
             inputs=parse_inputs(raw["inputs"]) if "inputs" in given else None,
             image=parse_image(raw["image"]) if "image" in given else None,
             text=parse_text(raw["text"]) if "text" in given else None,

@@ -68,6 +68,8 @@ class TaskKind:
     build: Callable[[HandlerSettings, Path], Task]
     # Checks across its settings (SettingsError); none by default.
     validate: Callable[[HandlerSettings], None] = lambda settings: None
+    # The dtype of an 'input' that gives none.
+    default_dtype: str = "float32"
 
 
 def select_output(output: Any, key: str | int | None) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from handlers.decoding import decode_array, decode_named
-from handlers.inputs import Call, InputSpec, Instance, collate
+from handlers.inputs import Call, InputSpec, Instance, check_padding, collate
 from handlers.tasks.base import (
     TaskKind,
     check_finite,
@@ -135,9 +135,17 @@ def _build(settings: HandlerSettings, base_dir: Path) -> TensorTask:
     return TensorTask([spec for spec in specs if spec is not None], settings.output)
 
 
+def _validate(settings: HandlerSettings) -> None:
+    if settings.input is not None:
+        check_padding(settings.input, "input")
+    for index, spec in enumerate(settings.inputs or ()):
+        check_padding(spec, f"inputs[{index}]")
+
+
 KIND = TaskKind(
     name="tensor",
     uses=frozenset({"input", "inputs"}),
     needs=(("input", "inputs"),),
     build=_build,
+    validate=_validate,
 )

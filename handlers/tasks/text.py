@@ -221,4 +221,5 @@ KIND = TaskKind(
     needs=(("text",),),
     build=_build,
     validate=_validate,
+    default_dtype="int64",
 )

@@ -78,3 +78,73 @@ class Broken(nn.Module):
 
 def not_a_model() -> None:
     """A function beside the classes: must not be picked up."""
+
+
+class WordAverage(nn.Module):
+    """The tutorials' WordAVGModel: embed, average over the tokens, one linear layer.
+
+    ``lengths`` (when given) excludes padding from the average; calls counts forward passes.
+    """
+
+    calls = 0
+
+    def __init__(self, vocab_size: int = 6, embedding_size: int = 2, output_size: int = 3) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_size)
+        self.fc = nn.Linear(embedding_size, output_size)
+
+    def forward(self, text: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        type(self).calls += 1
+        embedded = self.embedding(text)
+        if lengths is None:
+            return self.fc(embedded.mean(dim=1))
+        mask = torch.arange(text.shape[1])[None, :] < lengths[:, None]
+        summed = (embedded * mask[..., None]).sum(dim=1)
+        return self.fc(summed / lengths[:, None])
+
+
+class Masked(nn.Module):
+    """forward(x, mask): the masked sum of each row, and of its doubles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        total = (x * mask).sum(dim=1, keepdim=True)
+        return torch.cat([total, total * self.scale], dim=1)
+
+
+class Generator(nn.Module):
+    """No forward: answers through ``generate``, as language models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = nn.Parameter(torch.tensor(1.0))
+
+    def generate(self, x: torch.Tensor, max_new_tokens: int = 1) -> torch.Tensor:
+        steps = torch.arange(1, max_new_tokens + 1, dtype=x.dtype)
+        return x[:, -1:] + steps[None, :] * self.step
+
+
+class DictClassifier(nn.Module):
+    """Returns a dict: the logits to rank and an embedding beside them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.linear(x.flatten(1)), "embedding": x.flatten(1) * 2}
+
+
+class WarmStart(nn.Module):
+    """A trained body and a new head, as in the tutorials' warm start (strict=False)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body(x)))
