@@ -65,6 +65,13 @@ _EXCEPTION_NAME = re.compile(r"\b[A-Z]\w*(?:Exception|Error)\b:?\s*")
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
 # Absolute or relative paths with at least one separator (Unix, Windows, file names in dirs).
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-~]+)+[\\/]?|\b[\w.\-]+(?:[\\/][\w.\-]+)+")
+# A media type (`application/x-npy`, `image/png`), not a path: a registered top-level type
+# (RFC 6838), one slash, a subtype with no dot outside the vnd./prs./x. trees (`cat.png`,
+# `weights.pt` are file names). A path has a leading separator or more than two parts.
+_MEDIA_TYPE = re.compile(
+    r"(?:application|audio|font|image|message|model|multipart|text|video)/"
+    r"(?:(?:vnd|prs|x)\.[\w.+\-]+|[A-Za-z0-9][\w+\-]*)"
+)
 _WORKER_DIED = re.compile(r"\bworker\b.*\bdied\b", re.IGNORECASE | re.DOTALL)
 _NO_WORKER = re.compile(r"has no worker|queue (?:is )?full", re.IGNORECASE)
 
@@ -75,11 +82,17 @@ def sanitise(message: str) -> str:
     message = _URL.sub("<url>", message)
     message = _QUALIFIED_NAME.sub("", message)
     message = _EXCEPTION_NAME.sub("", message)
-    message = _PATH.sub("<path>", message)
+    message = _PATH.sub(_hide_path, message)
     message = " ".join(message.split())
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 3] + "..."
     return message
+
+
+def _hide_path(match: re.Match[str]) -> str:
+    """``<path>`` for a file path; a media type such as ``application/x-npy`` stays."""
+    text = match.group(0)
+    return text if _MEDIA_TYPE.fullmatch(text) else "<path>"
 
 
 def parse_error_body(body: bytes) -> tuple[int, str] | None:
