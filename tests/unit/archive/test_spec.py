@@ -182,7 +182,7 @@ def test_the_projects_spec_is_valid_and_matches_the_digits_training() -> None:
     from examples.digits import data
 
     models = {model.name: model for model in load_spec(DEFAULT_SPEC).models}
-    assert set(models) == {"digits", "digits-tensor"}
+    assert set(models) == {"digits", "digits-tensor", "sentiment"}
     digits = models["digits"]
     assert digits.image is not None
     assert (digits.image.mean, digits.image.std) == ([data.MEAN], [data.STD])
@@ -192,3 +192,16 @@ def test_the_projects_spec_is_valid_and_matches_the_digits_training() -> None:
     for model in models.values():
         assert (DEFAULT_SPEC.parent / model.model_file).is_file()
         assert model.prepare is not None and (DEFAULT_SPEC.parent / model.prepare).is_file()
+
+
+def test_the_text_example_matches_its_training_and_the_handlers_tokeniser() -> None:
+    from examples.text import data
+    from handlers.tasks.text import TOKEN
+
+    (sentiment,) = load_spec(DEFAULT_SPEC).select(["sentiment"])
+    vocab = data.build_vocab(data.load_split().train_texts)
+    assert sentiment.model_kwargs["vocab_size"] == len(vocab)
+    assert sentiment.model_kwargs["pad_idx"] == vocab[data.PAD]
+    assert sentiment.text is not None
+    assert (sentiment.text.unk_token, sentiment.text.pad_token) == (data.UNK, data.PAD)
+    assert data.TOKEN.pattern == TOKEN.pattern
