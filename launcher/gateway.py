@@ -14,6 +14,7 @@ from launcher.torchserve import check_port_free
 logger = logging.getLogger(__name__)
 
 APP_FACTORY = "service.app:create_app"
+HTTP_PROTOCOL = "service.http_protocol:GatewayHttpProtocol"
 # Seconds uvicorn lets in-flight requests finish after SIGTERM before it closes them.
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -69,8 +70,10 @@ class Gateway(ManagedServer):
             str(self.settings.gateway_port),
             "--loop",
             "uvloop",
+            # uvicorn's httptools protocol plus the gateway's client time limits and
+            # connection bound (uvicorn has no setting for them): GATEWAY_HEADER_TIMEOUT_S...
             "--http",
-            "httptools",
+            HTTP_PROTOCOL,
             "--no-access-log",
             # The gateway is the front door: X-Forwarded-* from a client is not to be trusted,
             # and rewriting the scope from it is work on every request.

@@ -11,6 +11,7 @@ GatewayError (500)
 │   │   └── ManagementDisabled (403): no GATEWAY_MANAGEMENT_KEYS configured
 │   ├── RouteNotFound (404): no such endpoint on the gateway
 │   ├── MethodNotAllowed (405)
+│   ├── RequestTimeout (408): body not complete within GATEWAY_BODY_TIMEOUT_S
 │   └── PayloadTooLarge (413): body over GATEWAY_MAX_BODY_BYTES
 ├── Overloaded (503, Retry-After): GATEWAY_MAX_IN_FLIGHT requests already in flight
 └── UpstreamError: TorchServe failed to answer, or answered with an error
@@ -117,6 +118,14 @@ class RouteNotFound(RequestError):
 class MethodNotAllowed(RequestError):
     status = 405
     default_message = "Method not allowed on this endpoint."
+
+
+class RequestTimeout(RequestError):
+    """Sent by the gateway's HTTP protocol (`service.http_protocol`), which closes the
+    connection: the rest of the body is not waited for."""
+
+    status = 408
+    default_message = "The request did not arrive in time."
 
 
 class PayloadTooLarge(RequestError):

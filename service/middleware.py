@@ -4,7 +4,10 @@ Plain ASGI rather than `BaseHTTPMiddleware`, which would add a task and a stream
 request. For each HTTP request it:
 - takes the client's `X-Request-ID` or makes one (`scope[REQUEST_ID_KEY]`), and returns it;
 - refuses a proxied request (`/predictions`, `/models`, `/v2/models/`) beyond
-  GATEWAY_MAX_IN_FLIGHT with 503 `Overloaded` and `Retry-After`, before any other work;
+  GATEWAY_MAX_IN_FLIGHT with 503 `Overloaded` and `Retry-After`, before any other work.
+  The bound counts requests waiting on TorchServe: one with a body takes its place
+  (`InFlightSlot`) only once its body is complete (a slow upload holds none while it
+  trickles) or when it is forwarded, whichever is first; one without, at once;
 - hands `POST /predictions/...` to the fast path it was given, which answers it without
   Starlette's router (the hot path; see `service.routes.inference.serve_prediction`);
 - records the answer in `GatewayMetrics` under the route template that matched;
@@ -30,6 +33,9 @@ from service.metrics import NO_MODEL, UNMATCHED_ROUTE, GatewayMetrics
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "gateway.request_id"
+# The request's `InFlightSlot` (bounded routes only): `take_in_flight_slot` before waiting
+# on TorchServe.
+SLOT_KEY = "gateway.in_flight_slot"
 # Set by a route once TorchServe answered for a model without a 404 (see metrics.py).
 MODEL_KEY = "gateway.model"
 _BOUNDED_PREFIXES = ("/predictions/", "/models", "/v2/models/")
@@ -52,6 +58,61 @@ async def send_error(
     ]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class InFlightSlot:
+    """A bounded request's place among GATEWAY_MAX_IN_FLIGHT, taken at most once."""
+
+    __slots__ = ("_owner", "held")
+
+    def __init__(self, owner: GatewayMiddleware) -> None:
+        self._owner = owner
+        self.held = False
+
+    def take(self) -> None:
+        """Take the place (no-op if held); raises `Overloaded` when none is free."""
+        if self.held:
+            return
+        owner = self._owner
+        if owner.in_flight >= owner.max_in_flight:
+            raise Overloaded()
+        owner.in_flight += 1
+        owner.metrics.in_flight.inc()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._owner.in_flight -= 1
+            self._owner.metrics.in_flight.dec()
+
+    def taking_on_complete_body(self, receive: Receive) -> Receive:
+        """`receive` that takes the place with the body's last part (may raise `Overloaded`)."""
+
+        async def receive_counted() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                self.take()
+            return message
+
+        return receive_counted
+
+
+def take_in_flight_slot(scope: Scope) -> None:
+    """Count the request as waiting on TorchServe (raises `Overloaded` when the bound is
+    reached); a no-op for a request outside the bound or already counted."""
+    slot: InFlightSlot | None = scope.get(SLOT_KEY)
+    if slot is not None:
+        slot.take()
+
+
+def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
 
 
 class GatewayMiddleware:
@@ -92,14 +153,20 @@ class GatewayMiddleware:
                 message["headers"] = [*message["headers"], (REQUEST_ID_HEADER, request_id)]
             await send(message)
 
+        slot = None
         if bounded:
-            if self.in_flight >= self.max_in_flight:
-                error = Overloaded()
+            slot = scope[SLOT_KEY] = InFlightSlot(self)
+            try:
+                if self.in_flight >= self.max_in_flight:
+                    raise Overloaded()  # full already: refused before reading anything
+                if _declares_body(scope["headers"]):
+                    receive = slot.taking_on_complete_body(receive)
+                else:
+                    slot.take()
+            except Overloaded as error:
                 await send_error(send, error, request_id, self._body(scope, error))
                 self._observe(scope, error.status, start)
                 return
-            self.in_flight += 1
-            self.metrics.in_flight.inc()
         try:
             if self.fast_path is None or not await self.fast_path(scope, receive, send_with_id):
                 await self.app(scope, receive, send_with_id)
@@ -110,9 +177,8 @@ class GatewayMiddleware:
                 failure = GatewayError()
                 await send_error(send, failure, request_id, self._body(scope, failure))
         finally:
-            if bounded:
-                self.in_flight -= 1
-                self.metrics.in_flight.dec()
+            if slot is not None:
+                slot.release()
             self._observe(scope, status, start)
 
     def _body(self, scope: Scope, error: GatewayError) -> bytes | None:

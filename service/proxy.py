@@ -19,7 +19,7 @@ from service.batching import PredictionBatcher
 from service.errors import ModelNotFound, UpstreamRejected
 from service.headers import downstream_response_headers
 from service.metrics import GatewayMetrics
-from service.middleware import MODEL_KEY, REQUEST_ID_KEY
+from service.middleware import MODEL_KEY, REQUEST_ID_KEY, take_in_flight_slot
 from service.settings import GatewaySettings
 from service.upstream import TorchServeClient, UpstreamResponse
 from service.upstream_errors import Api
@@ -88,6 +88,7 @@ async def forward(
     """
     upstream = gateway_state(request).upstream
     assert upstream is not None, "the lifespan opens the upstream client"
+    take_in_flight_slot(request.scope)  # now waiting on TorchServe (raises Overloaded)
     call = upstream.send(api, method, path, query=query, headers=headers, content=content)
     return await _answered(request, model, call)
 
@@ -98,6 +99,7 @@ async def forward_prediction(
     """Send a prediction through the gateway's batcher (`service.batching`); as `forward`."""
     batcher = gateway_state(request).batcher
     assert batcher is not None, "the lifespan opens the batcher"
+    take_in_flight_slot(request.scope)
     return await _answered(request, model, batcher.predict(model, path, headers, content))
 
 

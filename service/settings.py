@@ -74,6 +74,16 @@ class GatewaySettings(BaseSettings):
     # later ones queue and go together, up to GATEWAY_BATCH_MAX_ITEMS per request (1: off).
     gateway_batch_max_items: Annotated[int, Field(ge=1, le=1024)] = 16
     gateway_batch_in_flight: Annotated[int, Field(ge=1)] = 3
+    # Client time limits and the connection bound, enforced by the gateway's HTTP protocol
+    # (service.http_protocol; uvicorn has a setting for the keep-alive only): headers
+    # complete within GATEWAY_HEADER_TIMEOUT_S of the connection's start or a request's first
+    # byte, else the connection is closed; the body complete within GATEWAY_BODY_TIMEOUT_S
+    # of the headers, else 408; an idle keep-alive connection closed after
+    # GATEWAY_KEEPALIVE_S; a connection beyond GATEWAY_MAX_CONNECTIONS answered 503.
+    gateway_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    gateway_body_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    gateway_keepalive_s: Annotated[float, Field(gt=0)] = 5.0
+    gateway_max_connections: Annotated[int, Field(gt=0)] = 2048
     # After `POST /models` answered 202 (workers starting), the gateway watches the model
     # this long: a worker that dies while starting gets the model unregistered and the
     # registration answered 500 `ModelLoadFailed` (service.registration_guard).
