@@ -13,6 +13,7 @@ import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import GatewayError, RequestError, UpstreamError
 from service.proxy import STATE_KEY, GatewayState
@@ -63,3 +64,51 @@ def error_response(request: Request, error: GatewayError) -> Response:
     response = Response(error_body(error), status_code=error.status, media_type="application/json")
     response.raw_headers.extend(error.headers())
     return response
+
+
+def protocol_errors(app: ASGIApp) -> ASGIApp:
+    """`app`, with the gateway's one-format errors on the protocol's paths reshaped to
+    `{"error": message}` (same status and headers): what FastAPI itself answers there (an
+    unknown `/v2/...` path, a method a route does not take) before any route runs."""
+
+    async def reshaped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_protocol_path(scope["path"]):
+            await app(scope, receive, send)
+            return
+        held: Message | None = None
+
+        async def send_reshaped(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held = message  # until the body says whether it is the one error format
+                return
+            if held is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            start, held = held, None
+            body = message.get("body", b"")
+            if not message.get("more_body", False):
+                body = _reshaped(body)
+                start = {**start, "headers": _with_length(start["headers"], len(body))}
+                message = {**message, "body": body}
+            await send(start)
+            await send(message)
+
+        await app(scope, receive, send_reshaped)
+
+    return reshaped
+
+
+def _reshaped(body: bytes) -> bytes:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(document, dict) and set(document) == {"code", "type", "message"}:
+        return json.dumps({"error": document["message"]}).encode()
+    return body
+
+
+def _with_length(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    kept = [(name, value) for name, value in headers if name.lower() != b"content-length"]
+    return [*kept, (b"content-length", str(length).encode())]

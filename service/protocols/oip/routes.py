@@ -3,7 +3,8 @@
 Thin: each checks the key and names, then asks the catalog (`service.model_catalog`) or the
 prediction path (`service.prediction`), and encodes the answer. Every error on these routes,
 raised by a dependency, FastAPI's parameter checks or the endpoint, is answered as
-`{"error": "..."}` by `ProtocolRoute`; unknown `/v2/...` paths too (`unknown_path`).
+`{"error": "..."}` by `ProtocolRoute`; what the rest of FastAPI answers on `/v2/...` (an
+unknown path, a wrong method) is reshaped by `service.protocols.oip.errors.protocol_errors`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from service.body import read_body
 from service.errors import (
     GatewayError,
     InvalidRequest,
-    MethodNotAllowed,
-    RouteNotFound,
 )
 from service.model_catalog import ModelCatalog, ModelVersion
 from service.prediction import predict_instances
@@ -63,6 +62,7 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "torchserve-gateway-stack"
 PLATFORM = "pytorch_torchserve"
 EXTENSIONS = ["binary_tensor_data"]
+BINARY = codec.BINARY_CONTENT_TYPE
 
 ModelName = Annotated[
     str, Path(description="Model name.", json_schema_extra={"pattern": f"^{MODEL_NAME_PATTERN}$"})
@@ -146,7 +146,7 @@ _INFER_BODY: dict[str, Any] = {
         ),
         "content": {
             "application/json": {"schema": _inline(InferenceRequest.model_json_schema())},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            BINARY: {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -272,7 +272,11 @@ def build_router(catalog: ModelCatalog, version: str) -> APIRouter:
         "responses": {
             200: {
                 "model": InferenceResponse,
-                "description": "`$inference_response` (binary data after it when asked).",
+                "description": (
+                    "`$inference_response` as JSON; with binary outputs, that JSON (its length "
+                    "in Inference-Header-Content-Length) followed by their bytes."
+                ),
+                "content": {BINARY: {"schema": {"type": "string", "format": "binary"}}},
             },
             **_INFER_ERRORS,
         },
@@ -289,27 +293,6 @@ def build_router(catalog: ModelCatalog, version: str) -> APIRouter:
     async def model_version_infer(request: Request, model: ModelName, version: Version) -> Response:
         """Run one version on the request's instances (first dimension of each input)."""
         return await infer(request, model, version)
-
-    known = [route for route in router.routes if isinstance(route, APIRoute)]
-
-    @router.api_route(
-        "/v2/{rest:path}",
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
-        include_in_schema=False,
-    )
-    async def unknown_path(request: Request, rest: str) -> Response:
-        """Any other `/v2/...`: 405 where the path exists with other methods, else 404."""
-        methods = sorted(
-            method
-            for route in known
-            if route.path_regex.match(request.url.path)
-            for method in route.methods or ()
-        )
-        if methods:
-            response = error_response(request, MethodNotAllowed())
-            response.headers["allow"] = ", ".join(methods)
-            return response
-        raise RouteNotFound()
 
     return router
 

@@ -18,36 +18,13 @@ import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from tritonclient.utils import InferenceServerException
 
-from archive.build import build_models
-from archive.spec import DEFAULT_SPEC
 from examples.digits.data import load_split, normalise, png_bytes
 from launcher.gateway import Gateway
-from launcher.torchserve import TorchServe
-from tests.support.servers import running_gateway, running_torchserve
+from tests.integration.service.oip_stack import auth, oip_gateway, oip_torchserve
 
 pytestmark = pytest.mark.integration
 
-KEY = "v2-inference-key-0123456789"
-MODELS = ["digits.mar", "digits-tensor.mar"]
-
-
-def auth() -> dict[str, str]:
-    # A new dict each call: tritonclient adds its own headers to the dict it is given.
-    return {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def oip_torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
-    store = tmp_path_factory.mktemp("store")
-    build_models(DEFAULT_SPEC, store, ["digits", "digits-tensor"])
-    with running_torchserve(store, tmp_path_factory.mktemp("run"), MODELS) as ts:
-        yield ts
-
-
-@pytest.fixture(scope="module")
-def oip_gateway(oip_torchserve: TorchServe) -> Iterator[Gateway]:
-    with running_gateway(oip_torchserve, env={"GATEWAY_INFERENCE_KEYS": KEY}) as gw:
-        yield gw
+__all__ = ["oip_gateway", "oip_torchserve"]  # the stack's fixtures, used by name
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +216,30 @@ def test_v2_routes_are_counted_ping_answers(oip_gateway: Gateway) -> None:
     assert not_found.status_code == 404
     assert set(not_found.json()) == {"error"}
     assert not_found.headers["x-request-id"]
+
+
+def batch_items(gateway: Gateway, model: str) -> tuple[float, float]:
+    """(upstream requests, predictions in them) for `model`, from the gateway's metrics."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    values = {}
+    for line in text.splitlines():
+        for kind in ("count", "sum"):
+            if line.startswith(f'gateway_upstream_batch_items_{kind}{{model="{model}"}}'):
+                values[kind] = float(line.rsplit(" ", 1)[1])
+    return values.get("count", 0.0), values.get("sum", 0.0)
+
+
+def test_instances_of_one_request_go_upstream_in_one_envelope(
+    client: triton.InferenceServerClient, oip_gateway: Gateway, images: np.ndarray
+) -> None:
+    def infer(count: int) -> None:
+        batch = normalise(images[:count]).numpy().astype(np.float32)
+        infer_input = triton.InferInput("input", list(batch.shape), "FP32")
+        infer_input.set_data_from_numpy(batch)
+        client.infer("digits-tensor", [infer_input], headers=auth())
+
+    infer(1)  # the gateway learns that the handler reads envelopes
+    before = batch_items(oip_gateway, "digits-tensor")
+    infer(8)
+    after = batch_items(oip_gateway, "digits-tensor")
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 8)
