@@ -1,4 +1,4 @@
-"""The stack the v2 tests drive: the digits archives built by the project's build step, a real
+"""The stack the v2 tests drive: the digits and sentiment archives built by the project's build step, a real
 TorchServe serving them, the real gateway with an inference key. Module-scoped fixtures:
 import them into a test module to use them there."""
 
@@ -15,7 +15,7 @@ from launcher.torchserve import TorchServe
 from tests.support.servers import running_gateway, running_torchserve
 
 KEY = "v2-inference-key-0123456789"
-MODELS = ["digits.mar", "digits-tensor.mar"]
+MODELS = ["digits.mar", "digits-tensor.mar", "sentiment.mar"]
 
 
 def auth() -> dict[str, str]:
@@ -27,7 +27,7 @@ def auth() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def oip_torchserve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchServe]:
     store = tmp_path_factory.mktemp("store")
-    build_models(DEFAULT_SPEC, store, ["digits", "digits-tensor"])
+    build_models(DEFAULT_SPEC, store, [m.removesuffix(".mar") for m in MODELS])
     with running_torchserve(store, tmp_path_factory.mktemp("run"), MODELS) as ts:
         yield ts
 

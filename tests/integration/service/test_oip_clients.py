@@ -243,3 +243,29 @@ def test_instances_of_one_request_go_upstream_in_one_envelope(
     infer(8)
     after = batch_items(oip_gateway, "digits-tensor")
     assert (after[0] - before[0], after[1] - before[1]) == (1, 8)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_text_classifier_infer_equals_predictions(
+    client: triton.InferenceServerClient, oip_gateway: Gateway, binary: bool
+) -> None:
+    texts = ["a great and wonderful film", "dull, boring: awful.", "héllo unknown words"]
+    infer_input = triton.InferInput("text", [len(texts), 1], "BYTES")
+    array = np.array([[t.encode()] for t in texts], dtype=np.object_)
+    infer_input.set_data_from_numpy(array, binary_data=binary)
+    outputs = [
+        triton.InferRequestedOutput(name, binary_data=binary)
+        for name in ("labels", "probabilities")
+    ]
+    result = client.infer("sentiment", [infer_input], outputs=outputs, headers=auth())
+    expected = predictions(
+        oip_gateway, "sentiment", [t.encode() for t in texts], "text/plain; charset=utf-8"
+    )
+    labels = result.as_numpy("labels")
+    probabilities = result.as_numpy("probabilities")
+    assert labels.shape == probabilities.shape == (3, 2)
+    for row, answer in enumerate(expected):
+        assert isinstance(answer, dict)
+        got = [label.decode() if isinstance(label, bytes) else label for label in labels[row]]
+        assert got == list(answer)
+        np.testing.assert_allclose(probabilities[row], list(answer.values()), atol=1e-5)
