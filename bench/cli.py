@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import oip, text
 from bench.inprocess import load_model, measure
 from bench.loadgen import Generator, Target, choose_generator
 from bench.processes import CpuWindow, RssSampler
@@ -188,17 +189,23 @@ def run(options: Options) -> tuple[str, int]:
     """The whole benchmark; returns the markdown report and the number of failed requests."""
     generator_name, generator = choose_generator(options.generator)
     measurements: list[Measurement] = []
+    oip_rows: list[oip.OipRow] = []
     memory: list[MemoryFigures] = []
+    text_rows: list[text.TextRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
         models = prepare_models(root / "work", root / "store")
         predictors = {
             m.name: load_model(
-                m.entry.handler_settings(), m.base_dir, threads_per_worker(m.entry.serving.workers)
+                m.entry.handler_settings(),
+                m.base_dir,
+                threads_per_worker(m.entry.serving.workers or 1),
             )
             for m in models
         }
         batches = {m.name: max(INPROCESS_BATCH, m.entry.serving.batch_size) for m in models}
+        text_model, text_predictor = text.prepare_text_model(root / "store")
+        reviews = text.reviews()
         # A short run dir: the workers' Unix socket paths must fit in 107 bytes.
         with running_stack(root / "store", root / "run") as stack:
             loads = {m.name: stack.register(m) for m in models}
@@ -206,6 +213,7 @@ def run(options: Options) -> tuple[str, int]:
             for model in models:
                 stack.register_batched(model)
                 workers[batched_name(model.name)] = stack.worker_pids(batched_name(model.name))
+            stack.register(text_model)
             # The servers' pids, found once: walking the process table at every sample
             # would take CPU from the servers being measured.
             server_pids = stack.all_pids()
@@ -215,6 +223,7 @@ def run(options: Options) -> tuple[str, int]:
                         for path in (TORCHSERVE, TORCHSERVE_BATCHED, GATEWAY):
                             target = stack.target(model, path)
                             generator(target, options.high, options.warmup_s, options.max_requests)
+                    oip.warm_up(stack, models, generator, options.warmup_s)
                 for round_index in range(options.rounds):
                     logger.info("round %d of %d", round_index + 1, options.rounds)
                     for model in models:
@@ -243,6 +252,16 @@ def run(options: Options) -> tuple[str, int]:
                                         options,
                                     )
                                 )
+                    text_rows += text_round(stack, text_predictor, reviews, options)
+                    oip_rows += oip.oip_round(
+                        stack,
+                        models,
+                        generator,
+                        options.low,
+                        options.high,
+                        options.duration_s,
+                        options.max_requests,
+                    )
             peaks = run_sampler.peaks()
             for model in models:
                 load = loads[model.name]
@@ -290,7 +309,9 @@ def run(options: Options) -> tuple[str, int]:
         + ", ".join(f"{name} {peak / MIB:.0f} MiB" for name, peak in worker_peaks.items())
         + ".",
     ]
-    report = markdown(summary, memory, checks, notes)
+    text_summary = text.combine(text_rows)
+    report = markdown(summary, memory, checks, notes) + "\n" + text.markdown(text_summary, reviews)
+    report += "\n" + oip.markdown(oip.combine(oip_rows))
     options.results.mkdir(parents=True, exist_ok=True)
     (options.results / "bench.md").write_text(report)
     chart(summary, options.results / "bench.png")
@@ -300,11 +321,28 @@ def run(options: Options) -> tuple[str, int]:
                 "measurements": [asdict(m) for m in measurements],
                 "memory": [asdict(m) for m in memory],
                 "targets": [{**asdict(c), "holds": c.holds} for c in checks],
+                "oip": [asdict(row) for row in oip.combine(oip_rows)],
+                "text": [asdict(row) for row in text_summary],
             },
             indent=1,
         )
     )
-    return report, sum(m.errors for m in measurements)
+    return report, sum(m.errors for m in measurements) + sum(r.errors for r in oip_rows) + sum(r.errors for r in text_summary)
+
+
+def text_round(
+    stack: Stack, predictor: Predictor, reviews: list[str], options: Options
+) -> list[text.TextRow]:
+    """One round of the variable-length text row: in-process b1 and b16, gateway low/high."""
+    rows = [
+        text.inprocess(predictor, reviews, batch, options.inprocess_s, options.max_requests)
+        for batch in (1, INPROCESS_BATCH)
+    ]
+    rows += [
+        text.through_gateway(stack, reviews, load, options.duration_s, options.max_requests)
+        for load in (options.low, options.high)
+    ]
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,16 @@ def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> No
     # The gateway's own metric: every request it sent TorchServe carried at least one item.
     assert all((m["upstream_items"] >= 1) == (m["path"] == "gateway") for m in served), served
     assert {m["model"] for m in report["memory"]} == {"digits", "mnist28"}
+    # The variable-length text row: in-process b1 and b16, through the gateway c1 and c4.
+    assert "### Variable-length text: `sentiment` from raw text" in table
+    rows = {(row["path"], row["load"]): row for row in report["text"]}
+    assert set(rows) == {
+        ("in-process", "b1"),
+        ("in-process", "b16"),
+        ("gateway", "c1"),
+        ("gateway", "c4"),
+    }
+    assert all(row["tokens_per_s"] > 0 and row["errors"] == 0 for row in rows.values()), rows
 
     # Every server the run started (the launcher logs their pids) is gone.
     pids = [int(pid) for pid in re.findall(r"starting \(pid (\d+)\)", run.stderr)]
