@@ -31,9 +31,10 @@ class Instruction:
 
 @dataclass
 class Stage:
-    base: str
+    base: str  # with the global ARGs' defaults substituted: what a plain `docker build` uses
     name: str | None
     instructions: list[Instruction] = field(default_factory=list)
+    declared_base: str = ""  # FROM's argument as written (`${PYTHON_IMAGE}`)
 
     def all(self, keyword: str) -> list[Instruction]:
         return [i for i in self.instructions if i.keyword == keyword]
@@ -62,8 +63,26 @@ class Stage:
 _FLAG = re.compile(r"--([\w-]+)(?:=(\S+))?\s+")
 
 
+def global_args(path: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults ("" when none)."""
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG "):
+            name, _, default = line[4:].strip().partition("=")
+            values[name] = default
+    return values
+
+
 def parse_dockerfile(path: Path) -> list[Stage]:
-    """The stages of a Dockerfile, in order. Comments and parser directives are dropped."""
+    """The stages of a Dockerfile, in order. Comments and parser directives are dropped.
+
+    ARGs before the first FROM are global: they may only be used in FROM lines, where their
+    defaults are substituted into `Stage.base`.
+    """
+    defaults = global_args(path)
     logical: list[str] = []
     pending = ""
     for raw in path.read_text().splitlines():
@@ -87,7 +106,10 @@ def parse_dockerfile(path: Path) -> list[Stage]:
         if instruction.keyword == "FROM":
             parts = instruction.args.split()
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
-            stages.append(Stage(parts[0], name))
+            base = interpolate(parts[0], defaults)
+            stages.append(Stage(base, name, declared_base=parts[0]))
+        elif instruction.keyword == "ARG" and not stages:
+            continue  # a global ARG (global_args)
         else:
             assert stages, f"{path}: {keyword} before the first FROM"
             stages[-1].instructions.append(instruction)

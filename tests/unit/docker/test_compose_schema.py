@@ -74,6 +74,15 @@ def test_gpu_override_merged_is_valid(
     assert "gpu" not in merged["services"]["gateway"].get("deploy", {})
 
 
+@pytest.mark.parametrize("env", ENVIRONMENTS.values(), ids=ENVIRONMENTS.keys())
+def test_local_build_override_merged_is_valid(
+    validator: jsonschema.Draft7Validator, env: dict[str, str]
+) -> None:
+    merged = merge_compose(load("compose.yaml"), load("compose.local-build.yaml"))
+    ca = {"PIP_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
+    assert errors(validator, interpolate(merged, env | ca)) == []
+
+
 def test_gpu_override_only_touches_torchserve() -> None:
     assert set(load("compose.gpu.yaml")) == {"services"}
     assert set(load("compose.gpu.yaml")["services"]) == {"torchserve"}
