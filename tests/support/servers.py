@@ -60,13 +60,16 @@ def running_torchserve(
     max_body_bytes: int | None = None,
     timeout: float = TORCHSERVE_READY_TIMEOUT_S,
     settings: Mapping[str, object] | None = None,
+    extra_properties: Mapping[str, str] | None = None,
 ) -> Iterator[TorchServe]:
     """A real TorchServe serving `models` (archive file names; None: all) from `model_store`.
 
     Its config, logs and temp dir go under `run_dir` (use a pytest tmp dir). Yields once
     /ping is healthy and every model's workers are READY; stops everything on exit.
     `settings` overrides LauncherSettings fields (e.g. `{"torchserve_workers_per_model": 2}`);
-    `max_body_bytes` stands for the gateway's GATEWAY_MAX_BODY_BYTES.
+    `max_body_bytes` stands for the gateway's GATEWAY_MAX_BODY_BYTES. `extra_properties`:
+    TorchServe keys the launcher does not render, appended to its config.properties (for
+    faults that only a setting makes happen on demand).
 
     Raises:
         launcher.errors.ProcessExited, launcher.errors.ReadyTimeout: it did not come up
@@ -74,6 +77,9 @@ def running_torchserve(
     """
     launcher_settings = torchserve_settings(model_store, run_dir, **(settings or {}))
     torchserve = TorchServe(launcher_settings, models=models, max_body_bytes=max_body_bytes)
+    if extra_properties:
+        lines = "".join(f"{key}={value}\n" for key, value in extra_properties.items())
+        torchserve._config_text += "\n" + lines  # the text start() writes
     torchserve.start()
     try:
         torchserve.wait_ready(timeout)

@@ -23,7 +23,9 @@ INF_KEY, MGMT_KEY = "inference-key-0123456789", "management-key-0123456789"
 INF = {"authorization": f"Bearer {INF_KEY}"}
 MGMT = {"authorization": f"Bearer {MGMT_KEY}"}
 BODY_LIMIT = 1024 * 1024
-TIMEOUT_S = 3.0
+# Generous: a synchronous registration waits for its worker, slow on a loaded 2-core
+# machine. The faults that need a short timeout (test_faults.py) set their own.
+TIMEOUT_S = 60.0
 GATEWAY_ENV = {
     "GATEWAY_INFERENCE_KEYS": INF_KEY,
     "GATEWAY_MANAGEMENT_KEYS": MGMT_KEY,
@@ -69,6 +71,8 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_archive(store, "raising.mar", "raising", "raising_handler.py")
     build_archive(store, "broken.mar", "broken", "broken_load_handler.py")
     build_archive(store, "slow_load.mar", "slow_load", "slow_load_handler.py")
+    build_archive(store, "dying.mar", "dying", "dying_handler.py")
+    build_echo_archive(store, "idle")  # registered with no worker: ModelBusy
     return store
 
 
