@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import text
+from bench import oip, text
 from bench.inprocess import load_model, measure
 from bench.loadgen import Generator, Target, choose_generator
 from bench.processes import CpuWindow, RssSampler
@@ -189,6 +189,7 @@ def run(options: Options) -> tuple[str, int]:
     """The whole benchmark; returns the markdown report and the number of failed requests."""
     generator_name, generator = choose_generator(options.generator)
     measurements: list[Measurement] = []
+    oip_rows: list[oip.OipRow] = []
     memory: list[MemoryFigures] = []
     text_rows: list[text.TextRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -222,6 +223,7 @@ def run(options: Options) -> tuple[str, int]:
                         for path in (TORCHSERVE, TORCHSERVE_BATCHED, GATEWAY):
                             target = stack.target(model, path)
                             generator(target, options.high, options.warmup_s, options.max_requests)
+                    oip.warm_up(stack, models, generator, options.warmup_s)
                 for round_index in range(options.rounds):
                     logger.info("round %d of %d", round_index + 1, options.rounds)
                     for model in models:
@@ -251,6 +253,15 @@ def run(options: Options) -> tuple[str, int]:
                                     )
                                 )
                     text_rows += text_round(stack, text_predictor, reviews, options)
+                    oip_rows += oip.oip_round(
+                        stack,
+                        models,
+                        generator,
+                        options.low,
+                        options.high,
+                        options.duration_s,
+                        options.max_requests,
+                    )
             peaks = run_sampler.peaks()
             for model in models:
                 load = loads[model.name]
@@ -300,6 +311,7 @@ def run(options: Options) -> tuple[str, int]:
     ]
     text_summary = text.combine(text_rows)
     report = markdown(summary, memory, checks, notes) + "\n" + text.markdown(text_summary, reviews)
+    report += "\n" + oip.markdown(oip.combine(oip_rows))
     options.results.mkdir(parents=True, exist_ok=True)
     (options.results / "bench.md").write_text(report)
     chart(summary, options.results / "bench.png")
@@ -309,13 +321,14 @@ def run(options: Options) -> tuple[str, int]:
                 "measurements": [asdict(m) for m in measurements],
                 "memory": [asdict(m) for m in memory],
                 "targets": [{**asdict(c), "holds": c.holds} for c in checks],
+                "oip": [asdict(row) for row in oip.combine(oip_rows)],
                 "text": [asdict(row) for row in text_summary],
             },
             indent=1,
         )
     )
     errors = sum(m.errors for m in measurements) + sum(r.errors for r in text_summary)
-    return report, errors
+    return report, errors + sum(r.errors for r in oip_rows)
 
 
 def text_round(

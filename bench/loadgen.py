@@ -35,6 +35,8 @@ class Target:
     url: str
     body: bytes
     content_type: str
+    # More request headers (the Open Inference Protocol's Inference-Header-Content-Length).
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def run_wrk(target: Target, concurrency: int, duration_s: float, max_requests: i
         "BENCH_BODY_FILE": body_file.name,
         "BENCH_CONTENT_TYPE": target.content_type,
         "BENCH_MAX_REQUESTS": str(max_requests),
+        "BENCH_HEADERS": "\n".join(f"{name}: {value}" for name, value in target.headers),
     }
     command = [
         wrk,
@@ -152,7 +155,9 @@ async def _asyncio_load(
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     head = (
         f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: {target.content_type}\r\nContent-Length: {len(target.body)}\r\n\r\n"
+        f"Content-Type: {target.content_type}\r\nContent-Length: {len(target.body)}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in target.headers)
+        + "\r\n"
     ).encode()
     request = head + target.body
     latencies: list[float] = []

@@ -1,11 +1,15 @@
 -- wrk script for the benchmark (bench/loadgen.py): POST one body, stop after a request cap,
 -- and print one machine-readable JSON line at the end.
--- Environment: BENCH_BODY_FILE, BENCH_CONTENT_TYPE, BENCH_MAX_REQUESTS (per wrk thread).
+-- Environment: BENCH_BODY_FILE, BENCH_CONTENT_TYPE, BENCH_MAX_REQUESTS (per wrk thread),
+-- BENCH_HEADERS (more headers, one "Name: value" a line).
 local file = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+): ([^\n]*)") do
+  wrk.headers[name] = value
+end
 
 local cap = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "0")
 local answered = 0
