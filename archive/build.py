@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from archive.errors import PrepareError
+from archive.examples import model_examples, record_examples
 from archive.fingerprint import build_info, build_inputs, fingerprint, is_current
 from archive.gate import prove_model
 from archive.packing import stage_archive, write_mar
@@ -93,10 +94,14 @@ def build_model(
             f"{entry.name}: initialised, not loaded (strict = false, init_seed = "
             f"{entry.init_seed}; packed into the archive): {', '.join(initialised)}"
         )
+    # The answers the archive must still give when it loads (handlers.golden).
+    recorded = record_examples(entry, predictor, model_examples(entry, base_dir, predictor))
     if inputs is None:
         inputs = build_inputs(entry, base_dir)
     with tempfile.TemporaryDirectory(prefix=f"archive-{entry.name}-") as staging:
-        files = stage_archive(entry, predictor, base_dir, Path(staging), build_info(inputs))
+        files = stage_archive(
+            entry, predictor, base_dir, Path(staging), build_info(inputs), recorded
+        )
         size = write_mar(files, destination)
     seconds = time.perf_counter() - started
     say(f"{entry.name}: built {destination} ({_size(size)}) in {seconds:.2f} s")

@@ -1,4 +1,5 @@
-"""The ``python -m archive`` command line: ``build``, ``inspect``, ``convert``, ``export-kserve``.
+"""The ``python -m archive`` command line: ``build``, ``inspect``, ``check``, ``try``, ``convert``,
+``export-kserve``.
 
 Exit status: 0 on success, 1 when a model or file fails (the message names it and says why),
 2 for a usage error.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from archive.build import DEFAULT_STORE, build_models
 from archive.convert import WARNING, convert_pickled_model
+from archive.dev_loop import check_archive, read_body, try_request
 from archive.errors import ArchiveError
 from archive.inspection import describe_checkpoint
 from archive.kserve_export import CONFIG_FILE, MODEL_STORE_DIR, export_kserve
@@ -54,6 +56,29 @@ def make_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="list what a checkpoint file holds")
     inspect.add_argument("checkpoint", type=Path)
     inspect.set_defaults(run=run_inspect)
+
+    check = commands.add_parser(
+        "check",
+        help="load a built .mar in this process and replay its recorded examples (no Java)",
+    )
+    check.add_argument("mar", type=Path, metavar="MODEL.mar")
+    check.set_defaults(run=run_check)
+
+    attempt = commands.add_parser(
+        "try", help="answer one request in this process as the served .mar would (no Java)"
+    )
+    attempt.add_argument("mar", type=Path, metavar="MODEL.mar")
+    attempt.add_argument(
+        "body",
+        metavar="BODY",
+        help="a file, - for standard input, or the body itself (JSON if it parses, else text)",
+    )
+    attempt.add_argument(
+        "--content-type",
+        metavar="T",
+        help="the request's Content-Type (default: from the file's extension, or JSON/text)",
+    )
+    attempt.set_defaults(run=run_try)
 
     convert = commands.add_parser(
         "convert", help="turn a whole pickled model (torch.save(model)) into a state_dict file"
@@ -100,6 +125,24 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     print(describe_checkpoint(args.checkpoint))
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    result = check_archive(args.mar)
+    for line in result.lines():
+        print(line)
+    return 0 if result.ok else 1
+
+
+def run_try(args: argparse.Namespace) -> int:
+    body, content_type = read_body(args.body, args.content_type, sys.stdin.buffer)
+    status, answer = try_request(args.mar, body, content_type)
+    sys.stdout.buffer.write(answer + b"\n")
+    sys.stdout.flush()
+    if status != 200:
+        print(f"status {status}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -36,6 +36,12 @@ def build_inputs(entry: ModelSpec, base_dir: Path) -> dict[str, Any]:
         files["labels"] = entry.labels
     if entry.text is not None:
         files["vocab"] = entry.text.vocab
+    if entry.hooks is not None:
+        files["hooks"] = entry.hooks
+    for index, extra in enumerate(entry.extra_files):
+        files[f"extra_files[{index}]"] = extra
+    for index, example in enumerate(entry.examples):
+        files[f"examples[{index}]"] = example if isinstance(example, str) else example.file
     builder = Path(__file__).parent
     return {
         "format": BUILD_FORMAT,

@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from archive.errors import GateError
+from archive.examples import gate_payloads, model_examples
 from archive.spec import ModelSpec
 from handlers.batch import Failure, ModelCall, split_rows
 from handlers.errors import HandlerError
@@ -29,8 +28,6 @@ from handlers.predictor import Predictor, load_predictor
 
 logger = logging.getLogger(__name__)
 
-# Example bodies are random but fixed, so a build is reproducible and a failure repeatable.
-EXAMPLE_SEED = 0
 # The most predictions the gateway sends a model at once (GATEWAY_BATCH_MAX_ITEMS's default,
 # service/settings.py; archive/ doesn't import the gateway).
 GATEWAY_BATCH = 16
@@ -51,7 +48,9 @@ def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
         raise GateError(f"model {entry.name!r} does not load: {type(exc).__name__}: {exc}") from exc
     if not predictor.report.clean:
         logger.warning("%s: loaded with strict = false: %s", entry.name, predictor.report.format())
-    examples = predictor.task.example_payloads(np.random.default_rng(EXAMPLE_SEED))
+    # The spec's examples, or the task's generated bodies (random but fixed, so a build is
+    # reproducible and a failure repeatable): what the archive records and replays at load.
+    examples = gate_payloads(predictor, model_examples(entry, base_dir, predictor))
     for example in examples:
         check_batch(entry.name, predictor, [example])
     batch_size = entry.serving.batch_size

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import yaml
 
+from handlers import golden
 from handlers.checkpoint import (
     is_state_dict,
     load_checkpoint_object,
@@ -78,6 +79,11 @@ def describe_archive(path: Path) -> str:
             config = yaml.safe_load(archive.read("model-config.yaml"))
             weights = archive.read("weights.pt")
             settings = HandlerSettings.from_dict((config or {}).get("handler"))
+            recorded = (
+                golden.parse(json.loads(archive.read(golden.EXAMPLES_NAME)))
+                if golden.EXAMPLES_NAME in archive.namelist()
+                else None
+            )
             if settings.text is not None:
                 # What text becomes: token ids bounded by the vocabulary and max_tokens.
                 vocab = json.loads(archive.read(settings.text.vocab))
@@ -88,6 +94,10 @@ def describe_archive(path: Path) -> str:
     state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     lines = [f"{path.name}: an archive serving {settings.model_class} ({settings.task})"]
     lines += [f"  {line}" for line in describe_settings(settings)]
+    if recorded is not None:
+        lines += golden.describe(*recorded)
+    else:
+        lines.append(f"{golden.EXAMPLES_NAME}: none (built before examples were recorded)")
     lines.append("weights.pt:")
     lines.extend(describe_state_dict(state_dict))
     return "\n".join(lines)
@@ -123,6 +133,9 @@ def describe_settings(settings: HandlerSettings) -> list[str]:
         lines.append(f"answers: top {settings.top_k} of {settings.scores}")
     if not settings.strict:
         lines.append(f"strict = false, init_seed = {settings.init_seed}")
+    if settings.hooks is not None:
+        extra = ", ".join(settings.extra_files or ()) or "none"
+        lines.append(f"hooks: {settings.hooks} (extra files: {extra})")
     return lines
 
 

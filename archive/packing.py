@@ -9,6 +9,9 @@ Layout (every entry at a fixed path)::
                              under strict = false, with what the build initialised)
     labels.json              index-to-name labels, when the spec has them
     vocab.json               a text model's vocabulary (token -> id, or a list of tokens)
+    <hooks file>.py          the user's decode/encode/setup hooks, under its own name
+    <extra file>             each file the hooks read, under its own name
+    examples.json            example requests and the answers recorded for them (replayed at load)
     model-config.yaml        TorchServe's worker/batch keys + ``handler:`` (HandlerSettings)
     integrity.json           sha256 of every file above, verified by the handler at load
     MAR-INF/MANIFEST.json    torch-model-archiver's manifest
@@ -44,6 +47,7 @@ from model_archiver.model_packaging_utils import ModelExportUtils
 import handlers
 from archive.errors import ArchiveError
 from archive.spec import ModelSpec
+from handlers.golden import EXAMPLES_NAME
 from handlers.integrity import MANIFEST_NAME, write_manifest
 from handlers.predictor import Predictor
 
@@ -62,6 +66,8 @@ RESERVED = {
     LABELS_NAME,
     VOCAB_NAME,
     CONFIG_NAME,
+    EXAMPLES_NAME,
+    MANIFEST_NAME,
 }
 
 # 1980-01-01, the earliest time a zip can hold; SOURCE_DATE_EPOCH overrides it
@@ -130,8 +136,13 @@ def stage_archive(
     base_dir: Path,
     staging: Path,
     build_info: Mapping[str, Any],
+    examples_json: bytes | None = None,
 ) -> dict[str, Path]:
-    """Write every file of ``entry``'s archive under ``staging``; returns them by archive path."""
+    """Write every file of ``entry``'s archive under ``staging``; returns them by archive path.
+
+    ``examples_json``: the recorded examples (``handlers.golden``), covered by the integrity
+    manifest like every other file the handler reads.
+    """
     model_file = base_dir / entry.model_file
     model_name = model_file.name
     if model_name in RESERVED:
@@ -139,6 +150,7 @@ def stage_archive(
             f"model {entry.name!r}: the model file can't be called {model_name}, "
             "the archive uses that name; rename it"
         )
+    user_files = user_file_names(entry)
     files: dict[str, Path] = {}
 
     def put(name: str, data: bytes) -> None:
@@ -151,6 +163,10 @@ def stage_archive(
         put(name, source.read_bytes())
     put(HANDLER_ENTRY, (Path(handlers.__file__).parent / HANDLER_ENTRY).read_bytes())
     put(model_name, model_file.read_bytes())
+    for name, spec_path in user_files.items():
+        put(name, (base_dir / spec_path).read_bytes())
+    if examples_json is not None:
+        put(EXAMPLES_NAME, examples_json)
     if entry.labels is not None:
         put(LABELS_NAME, (base_dir / entry.labels).read_bytes())
     if entry.text is not None:
@@ -165,6 +181,22 @@ def stage_archive(
     return files
 
 
+def user_file_names(entry: ModelSpec) -> dict[str, str]:
+    """The hooks file and extra files by their name in the archive (their own file name),
+    to their path in the spec. ArchiveError when a name is taken by the archive or twice."""
+    names: dict[str, str] = {}
+    taken = RESERVED | {Path(entry.model_file).name}
+    for source in [*([entry.hooks] if entry.hooks else []), *entry.extra_files]:
+        name = Path(source).name
+        if name in taken or name in names:
+            raise ArchiveError(
+                f"model {entry.name!r}: {source} would be packed as {name}, a name the archive "
+                "already uses; rename the file"
+            )
+        names[name] = source
+    return names
+
+
 def model_config_yaml(entry: ModelSpec, model_file_name: str) -> str:
     """The archive's model-config.yaml: TorchServe's keys, then the handler's settings."""
     settings = entry.handler_settings()
@@ -175,6 +207,8 @@ def model_config_yaml(entry: ModelSpec, model_file_name: str) -> str:
         checkpoint_key=None,
         labels=LABELS_NAME if entry.labels is not None else None,
         text=dataclasses.replace(settings.text, vocab=VOCAB_NAME) if settings.text else None,
+        hooks=Path(entry.hooks).name if entry.hooks else None,
+        extra_files=tuple(Path(f).name for f in entry.extra_files) or None,
     )
     serving = entry.serving
     config: dict[str, Any] = {}

@@ -80,6 +80,13 @@ class ImageTable(_Table):
     std: list[float] | None = None
 
 
+class ExampleTable(_Table):
+    """One ``examples`` entry written as a table: a request body and its Content-Type."""
+
+    file: Annotated[str, Field(min_length=1)]
+    content_type: Annotated[str, Field(min_length=1)]
+
+
 class ServingTable(_Table):
     """``[model.serving]``: TorchServe's batching and workers, sized for a 2-core CPU box."""
 
@@ -109,7 +116,7 @@ class ModelSpec(_Table):
     strict: bool = True
     init_seed: Annotated[int, Field(ge=0)] = 0
     prepare: str | None = None
-    task: Literal["tensor", "image-classification", "text-classification"]
+    task: Literal["tensor", "image-classification", "text-classification", "custom"]
     labels: str | None = None
     scores: Literal["logits", "probabilities"] = "logits"
     top_k: PositiveInt = 5
@@ -120,6 +127,13 @@ class ModelSpec(_Table):
     method: Identifier = "forward"
     method_kwargs: dict[str, Any] = Field(default_factory=dict)
     output: str | int | None = None
+    # The user's decode/encode/setup (handlers.hooks) and the files they read, packed.
+    hooks: Annotated[str, Field(pattern=r"\.py$")] | None = None
+    extra_files: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    # Request bodies whose answers the archive records and replays at load (handlers.golden);
+    # without them the gate's generated bodies are. A string's type comes from its extension.
+    examples: list[Annotated[str, Field(min_length=1)] | ExampleTable] = Field(default_factory=list)
+    tolerance: Annotated[float, Field(ge=0)] = 1e-4
     serving: ServingTable = Field(default_factory=ServingTable)
 
     @model_validator(mode="after")
@@ -132,6 +146,13 @@ class ModelSpec(_Table):
             self.handler_settings()
         except SettingsError as exc:
             raise ValueError(str(exc)) from None
+        if self.task == "custom" and not self.examples:
+            raise ValueError(
+                "task 'custom' needs 'examples': request bodies its decode hook reads (the "
+                "gate has no bodies of its own to send)"
+            )
+        if self.extra_files and self.hooks is None:
+            raise ValueError("'extra_files' are read by hooks: set 'hooks' too")
         return self
 
     def handler_settings(self) -> HandlerSettings:
@@ -151,6 +172,8 @@ class ModelSpec(_Table):
             "method": self.method,
             "method_kwargs": dict(self.method_kwargs),
             "output": self.output,
+            "hooks": self.hooks,
+            "extra_files": list(self.extra_files) or None,
         }
         # The task's own keys only as the spec gives them: the handler refuses those its task
         # does not read, and fills in the defaults of those it does.

@@ -59,7 +59,7 @@ def run_batch(
             instances.append(task.decode(payload))
             positions.append(index)
         except RequestError as exc:
-            outcomes[index] = Failure(400, "InvalidInput", str(exc))
+            outcomes[index] = Failure(exc.status, exc.kind, str(exc))
     if not instances:
         return outcomes
     invoke = ModelCall(model, method, method_kwargs or {})

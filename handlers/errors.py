@@ -6,7 +6,9 @@ HandlerError
 │   └── KeyMismatchError   the weights don't fit the model (carries the key report)
 ├── SettingsError          model-config.yaml is missing a key or has a wrong one
 ├── IntegrityError         the archive's files don't match its manifest
+├── GoldenAnswerError      the archive no longer answers its recorded examples as it did
 └── RequestError           one request can't be decoded (an HTTP 400 for that request)
+    └── HookError          a user's decode hook failed (an HTTP 500 for that request)
 """
 
 from __future__ import annotations
@@ -40,5 +42,20 @@ class IntegrityError(HandlerError):
     """An archive whose files differ from the digests it was built with."""
 
 
+class GoldenAnswerError(HandlerError):
+    """An example recorded at build time that the loaded archive answers differently."""
+
+
 class RequestError(HandlerError):
     """A request body that can't be decoded into the model's input."""
+
+    # How the request fails: TorchServe's status and error type for it.
+    status = 400
+    kind = "InvalidInput"
+
+
+class HookError(RequestError):
+    """A user's decode hook that failed on a request in a way that is not the body's fault."""
+
+    status = 500
+    kind = "ModelError"

@@ -17,6 +17,7 @@ from torch import nn
 
 from handlers.batch import Outcome, run_batch
 from handlers.checkpoint import read_state_dict
+from handlers.hooks import attach_hooks
 from handlers.model_loading import KeyReport, build_model, import_model_class, resolve_method
 from handlers.settings import HandlerSettings
 from handlers.tasks import Task, make_task
@@ -56,7 +57,8 @@ def load_predictor(
 
     File names in ``settings`` are relative to ``base_dir``. Raises the HandlerError
     subclasses of the steps (CheckpointError, ModelBuildError, KeyMismatchError, SettingsError;
-    ModelBuildError too when the model has no ``settings.method``).
+    ModelBuildError too when the model has no ``settings.method``, or its hooks file can't be
+    loaded or its setup hook fails).
     """
     device = torch.device(device)
     model_class = import_model_class(base_dir / settings.model_file, settings.model_class)
@@ -72,6 +74,7 @@ def load_predictor(
         init_seed=settings.init_seed,
     )
     resolve_method(model, settings.method)
-    task = make_task(settings, base_dir)
+    # The user's hooks (handlers.hooks), if any, in place of the task's own steps.
+    task = attach_hooks(make_task(settings, base_dir), model, settings, base_dir, device)
     logger.info("Loaded %s on %s (%s)", settings.model_class, device, report.format())
     return Predictor(model, task, device, settings, report)

@@ -52,6 +52,9 @@ class HandlerSettings:
     method: str = DEFAULT_METHOD
     method_kwargs: Mapping[str, Any] = field(default_factory=dict)
     output: str | int | None = None
+    # The user's hooks file (handlers.hooks) and the files it reads, relative to the archive.
+    hooks: str | None = None
+    extra_files: tuple[str, ...] | None = None
 
     @property
     def instance_shape(self) -> tuple[int, ...]:
@@ -128,6 +131,8 @@ class HandlerSettings:
             method=_method(raw),
             method_kwargs=_mapping(raw, "method_kwargs"),
             output=_output(raw),
+            hooks=_hooks(raw),
+            extra_files=_extra_files(raw),
         )
         kind.validate(settings)
         return settings
@@ -182,6 +187,22 @@ def _output(raw: Mapping[str, Any]) -> str | int | None:
     ):
         return value
     raise SettingsError("handler setting 'output' must be a key (string) or an index (integer)")
+
+
+def _hooks(raw: Mapping[str, Any]) -> str | None:
+    value = raw.get("hooks")
+    if value is None or (isinstance(value, str) and value.endswith(".py")):
+        return value
+    raise SettingsError("handler setting 'hooks' must be the name of a Python file (.py)")
+
+
+def _extra_files(raw: Mapping[str, Any]) -> tuple[str, ...] | None:
+    value = raw.get("extra_files")
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise SettingsError("handler setting 'extra_files' must be a list of file names")
+    return tuple(value)
 
 
 def _plain(value: Any) -> Any:

@@ -12,8 +12,9 @@ from typing import Any
 from handlers import envelope
 from handlers.answer_encoding import encode_answer
 from handlers.batch import Failure
-from handlers.decoding import loads_json
 from handlers.device import configure_threads, select_device
+from handlers.golden import torchserve_payload, verify_examples
+from handlers.hooks import request_payload
 from handlers.integrity import verify_manifest
 from handlers.predictor import Predictor, load_predictor
 from handlers.settings import HandlerSettings
@@ -46,6 +47,8 @@ class CheckpointHandler:
         threads = configure_threads(int(config.get("minWorkers") or 1))
         device = select_device(context.system_properties.get("gpu_id"))
         self.predictor = load_predictor(settings, model_dir, device)
+        # Ready only once the archive still answers its recorded examples as it did when built.
+        verify_examples(self.predictor, model_dir)
         root = logging.getLogger()
         if drop_per_batch_log_line not in root.filters:
             root.addFilter(drop_per_batch_log_line)
@@ -58,11 +61,13 @@ class CheckpointHandler:
         # one forward pass serves every request TorchServe and the gateway gathered.
         payloads: list[Any] = []
         spans: list[tuple[int, int] | Failure | None] = []
+        task = self.predictor.task
         for index, row in enumerate(data):
             body = request_body(row)
-            if request_content_type(context, index) != envelope.CONTENT_TYPE:
+            content_type = request_content_type(context, index)
+            if content_type != envelope.CONTENT_TYPE:
                 spans.append(None)
-                payloads.append(body)
+                payloads.append(request_payload(task, body, content_type))
                 continue
             try:
                 items = envelope.unpack_request(
@@ -72,7 +77,10 @@ class CheckpointHandler:
                 spans.append(Failure(400, "InvalidInput", str(exc)))
                 continue
             spans.append((len(payloads), len(items)))
-            payloads += [as_torchserve_decodes(item) for item in items]
+            payloads += [
+                request_payload(task, as_torchserve_decodes(item), item.content_type)
+                for item in items
+            ]
         outcomes = self.predictor.predict(payloads) if payloads else []
         answers: list[Any] = []
         position = 0
@@ -110,15 +118,7 @@ def request_content_type(context: Any, index: int) -> str | None:
 def as_torchserve_decodes(item: envelope.Item) -> Any:
     """An envelope item's body as TorchServe would have handed it over on its own: JSON
     decoded, text as str, anything else (or what fails to decode) as bytes."""
-    kind = item.content_type.split(";", 1)[0].strip().lower()
-    try:
-        if kind == "application/json":
-            return loads_json(item.body)
-        if kind.startswith("text"):
-            return item.body.decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return bytearray(item.body)
+    return torchserve_payload(item.body, item.content_type)
 
 
 def as_answer(outcome: Any) -> envelope.Answer:

@@ -4,6 +4,7 @@ collation and encoding (``base.Task``), registered here.
 - ``tensor``: arrays in (one input, or named inputs), the model's output out.
 - ``image-classification``: a PNG/JPEG in, the top-k classes out.
 - ``text-classification``: text (or token ids) in, the top-k classes out.
+- ``custom``: every step a hook (``handlers.hooks``); the task only collates.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from handlers.tasks import image, tensor, text
+from handlers.tasks import custom, image, tensor, text
 from handlers.tasks.base import TASK_KEYS, Task, TaskKind
 from handlers.tasks.image import ImageClassificationTask
 from handlers.tasks.tensor import TensorTask
@@ -20,7 +21,9 @@ from handlers.tasks.text import TextClassificationTask
 if TYPE_CHECKING:
     from handlers.settings import HandlerSettings
 
-KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (tensor.KIND, image.KIND, text.KIND)}
+KINDS: dict[str, TaskKind] = {
+    kind.name: kind for kind in (tensor.KIND, image.KIND, text.KIND, custom.KIND)
+}
 
 
 def make_task(settings: HandlerSettings, base_dir: Path) -> Task:

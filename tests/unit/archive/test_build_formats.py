@@ -137,6 +137,7 @@ def test_each_format_builds_a_clean_archive_that_serves(tmp_path: Path, fmt: str
         "weights.pt",
         "model-config.yaml",
         MANIFEST_NAME,
+        "examples.json",
         *HANDLER_FILES,
     }
     assert members["torchserve_entry.py"] == members["handlers/torchserve_entry.py"]
