@@ -75,7 +75,7 @@ def decode_request(body: bytes, header_length: str | None) -> DecodedRequest:
     offset = 0
     inputs: list[Tensor] = []
     for item in request.inputs:
-        where = f"input {item.name!r}"
+        where = f"input {shown(item.name)}"
         if any(d < 0 for d in item.shape):
             raise InvalidRequest(f"{where}: shape dimensions must be >= 0")
         try:
@@ -123,7 +123,8 @@ def encode_response(
             tensor = by_name.get(item.name)
             if tensor is None:
                 raise InvalidRequest(
-                    f"Unknown output {item.name!r}; this model's outputs: {', '.join(by_name)}."
+                    f"Unknown output {shown(item.name)}; this model's outputs: "
+                    f"{', '.join(by_name)}."
                 )
             chosen.append((tensor, _flag(item.parameters, "binary_data", default_binary)))
     else:
@@ -147,6 +148,11 @@ def encode_response(
     if not blobs:
         return EncodedResponse(document, JSON_CONTENT_TYPE, None)
     return EncodedResponse(b"".join([document, *blobs]), BINARY_CONTENT_TYPE, len(document))
+
+
+def shown(name: str) -> str:
+    """A client's tensor name as an error message quotes it: at most 64 characters."""
+    return repr(name if len(name) <= 64 else name[:61] + "...")
 
 
 def _flag(parameters: dict[str, Any] | None, name: str, default: bool) -> bool:

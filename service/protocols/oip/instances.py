@@ -14,7 +14,7 @@ from typing import Any
 
 from service.errors import InvalidRequest, UpstreamProtocolError
 from service.prediction import Instance
-from service.protocols.oip import tensors
+from service.protocols.oip import codec, tensors
 from service.protocols.oip.codec import Tensor
 from service.protocols.oip.signatures import (
     IMAGE_CLASSIFICATION,
@@ -110,7 +110,7 @@ def top_k_parameter(signature: ModelSignature, parameters: dict[str, Any] | None
 
 
 def _check(spec: TensorSpec, tensor: Tensor) -> int:
-    where = f"input {spec.name!r}"
+    where = f"input {codec.shown(spec.name)}"
     if tensor.datatype.name != spec.datatype:
         raise InvalidRequest(
             f"{where}: expected datatype {spec.datatype}, got {tensor.datatype.name}"
@@ -197,4 +197,6 @@ def _pack(dtype: tensors.Datatype, values: list[Any]) -> bytes:
 
 
 def _names(names: dict[str, Any]) -> str:
-    return ", ".join(repr(n) for n in names) or "none"
+    listed = [codec.shown(n) for n in list(names)[:8]]
+    more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+    return (", ".join(listed) or "none") + more

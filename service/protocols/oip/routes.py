@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
@@ -59,6 +61,7 @@ from service.validation import (
 
 logger = logging.getLogger(__name__)
 
+_MAX_CACHED = 1024
 SERVER_NAME = "torchserve-gateway-stack"
 PLATFORM = "pytorch_torchserve"
 EXTENSIONS = ["binary_tensor_data"]
@@ -155,6 +158,7 @@ _INFER_BODY: dict[str, Any] = {
 def build_router(catalog: ModelCatalog, version: str) -> APIRouter:
     """The protocol's routes; `version` is the gateway's, for the server metadata."""
     router = APIRouter(tags=["open inference protocol (v2)"], route_class=ProtocolRoute)
+    signatures = Signatures()
 
     @router.get("/v2/health/live", response_model=ServerLiveResponse)
     async def server_live() -> ServerLiveResponse:
@@ -190,7 +194,7 @@ def build_router(catalog: ModelCatalog, version: str) -> APIRouter:
 
     async def metadata(model: str, version: str | None) -> ModelMetadataResponse:
         found = await catalog.version(check_model_name(model), _version(version))
-        signature = await _signature(found)
+        signature = await signatures.of(found)
         return ModelMetadataResponse(
             name=model,
             versions=await catalog.versions(model),
@@ -253,7 +257,7 @@ def build_router(catalog: ModelCatalog, version: str) -> APIRouter:
             raise InvalidRequest("Compressed request bodies are not accepted.")
         decoded = codec.decode_request(body, request.headers.get(codec.HEADER_LENGTH))
         found = await catalog.version(model, version)
-        signature = await _signature(found)
+        signature = await signatures.of(found)
         parameters = decoded.request.parameters
         top_k = instances.top_k_parameter(signature, parameters)
         work = instances.to_instances(signature, decoded.inputs)
@@ -301,18 +305,38 @@ def _version(version: str | None) -> str | None:
     return None if version is None else check_version(version)
 
 
-async def _signature(found: ModelVersion) -> ModelSignature:
-    why = "its archive is not in the gateway's model store"
-    if found.archive is not None:
-        try:
-            section = await asyncio.to_thread(handler_section, found.archive)
-            return signature_from_handler(section)
-        except (ArchiveUnreadable, SignatureUnavailable) as exc:
-            why = str(exc) if isinstance(exc, SignatureUnavailable) else "its archive is unreadable"
-    raise NoSignature(
-        f"Model {found.name!r} version {found.version!r} has no v2 metadata: {why} "
-        f"(its predictions are served at /predictions/{found.name})."
-    )
+class Signatures:
+    """Each archive's signature, kept `ttl_s` seconds: on the prediction path the archive's
+    file is looked at (in a thread) at most once a second, not once a request."""
+
+    def __init__(self, ttl_s: float = 1.0) -> None:
+        self._ttl_s = ttl_s
+        self._cache: dict[FilePath, tuple[float, ModelSignature]] = {}
+
+    async def of(self, found: ModelVersion) -> ModelSignature:
+        """`found`'s signature; `NoSignature` (404) when its archive describes none."""
+        why = "its archive is not in the gateway's model store"
+        if found.archive is not None:
+            now = time.monotonic()
+            cached = self._cache.get(found.archive)
+            if cached is not None and cached[0] > now:
+                return cached[1]
+            try:
+                section = await asyncio.to_thread(handler_section, found.archive)
+                signature = signature_from_handler(section)
+            except ArchiveUnreadable:
+                why = "its archive is unreadable"
+            except SignatureUnavailable as exc:
+                why = str(exc)
+            else:
+                if len(self._cache) >= _MAX_CACHED:
+                    self._cache.clear()
+                self._cache[found.archive] = (now + self._ttl_s, signature)
+                return signature
+        raise NoSignature(
+            f"Model {found.name!r} version {found.version!r} has no v2 metadata: {why} "
+            f"(its predictions are served at /predictions/{found.name})."
+        )
 
 
 def _json(document: dict[str, Any], status: int) -> Response:
