@@ -25,7 +25,7 @@ from service.auth import KeyRing
 from service.batching import PredictionBatcher
 from service.error_handlers import install_error_handlers
 from service.metrics import GatewayMetrics
-from service.middleware import GatewayMiddleware
+from service.middleware import FastPath, GatewayMiddleware
 from service.model_catalog import ModelCatalog
 from service.protocols.oip import routes as oip
 from service.protocols.oip.errors import error_body_for_path, protocol_errors
@@ -102,17 +102,30 @@ def create_app(
     app.include_router(management.router)
     app.include_router(health.router)
     app.include_router(ping.router)
-    app.include_router(oip.build_router(ModelCatalog(state), app.version))
+    v2 = oip.build_routes(ModelCatalog(state), app.version)
+    app.include_router(v2.router)
     docs.add_docs(app)
     install_error_handlers(app)
     app.front = GatewayMiddleware(
         protocol_errors(app.fastapi),
         metrics=state.metrics,
         max_in_flight=settings.gateway_max_in_flight,
-        fast_path=inference.serve_prediction,
+        fast_path=first_of(inference.serve_prediction, v2.serve_infer),
         error_body=error_body_for_path,
     )
     return app
+
+
+def first_of(*paths: FastPath) -> FastPath:
+    """One fast path trying each of `paths` in turn (each does nothing unless it serves)."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> bool:
+        for path in paths:
+            if await path(scope, receive, send):
+                return True
+        return False
+
+    return serve
 
 
 class GatewayApp(FastAPI):
