@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service.auth import KeyRing
+from service.backend_pool import BackendPool, PooledBatcher
 from service.batching import PredictionBatcher
 from service.error_handlers import install_error_handlers
 from service.metrics import GatewayMetrics
@@ -66,15 +67,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state.upstream = TorchServeClient(settings, upstream_transport)
-        state.batcher = PredictionBatcher(
-            state.upstream,
-            state.metrics,
-            max_items=settings.gateway_batch_max_items,
-            max_bytes=settings.gateway_max_body_bytes,
-            slots=settings.gateway_batch_in_flight,
-            timeout_s=settings.gateway_timeout_s,
-        )
+        if settings.pooled:  # several TorchServes (service.backend_pool)
+            pool = BackendPool(settings, state.metrics)
+            state.upstream, state.batcher = pool, PooledBatcher(pool)
+            pool.start()
+        else:
+            state.upstream = TorchServeClient(settings, upstream_transport)
+            state.batcher = PredictionBatcher(
+                state.upstream,
+                state.metrics,
+                max_items=settings.gateway_batch_max_items,
+                max_bytes=settings.gateway_max_body_bytes,
+                slots=settings.gateway_batch_in_flight,
+                timeout_s=settings.gateway_timeout_s,
+            )
         logger.info(
             "Gateway up: TorchServe at %s (inference), %s (management); transport %s; "
             "management API %s",

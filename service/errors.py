@@ -16,6 +16,8 @@ GatewayError (500)
 ├── Overloaded (503, Retry-After): GATEWAY_MAX_IN_FLIGHT requests already in flight
 └── UpstreamError: TorchServe failed to answer, or answered with an error
     ├── UpstreamUnavailable (503, Retry-After): refused, reset or closed connection
+    │   └── UpstreamUnreachable: no connection made (never written: another backend may retry)
+    ├── BackendsDisagree (502): a management call failed on some backends only
     ├── UpstreamTimeout (504): no answer within GATEWAY_TIMEOUT_S
     ├── UpstreamProtocolError (502): an answer that is not HTTP
     └── UpstreamRejected: TorchServe's error answers, mapped by `service.upstream_errors`
@@ -155,6 +157,23 @@ class UpstreamUnavailable(UpstreamError):
     status = 503
     retry_after = 1
     default_message = "TorchServe is not reachable; retry shortly."
+
+
+class UpstreamUnreachable(UpstreamUnavailable):
+    """No connection could be made: the request was never written, so another backend may
+    take it (`service.backend_pool`). Clients see it as `UpstreamUnavailable`."""
+
+    @property
+    def type_name(self) -> str:
+        return "UpstreamUnavailable"
+
+
+class BackendsDisagree(UpstreamError):
+    """A management call fanned out to every backend succeeded on some and failed on others
+    (or could not reach them); the message names each."""
+
+    status = 502
+    default_message = "The call succeeded on some backends and failed on others."
 
 
 class UpstreamTimeout(UpstreamError):

@@ -12,8 +12,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.backends import BackendAddress, parse_backend, parse_backends
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 # Keys are split on commas by `_split_keys`, not decoded as JSON.
@@ -91,6 +93,38 @@ class GatewaySettings(BaseSettings):
     # `/readyz` asks TorchServe about this many models at once, each within this time.
     gateway_readiness_concurrency: Annotated[int, Field(gt=0)] = 8
     gateway_readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Several TorchServes (service.backends, service.backend_pool): a fixed list, or one DNS
+    # name answering every address (a headless Service), looked up every GATEWAY_RESOLVE_S.
+    # Neither: the one backend is TORCHSERVE_HOST with the ports above.
+    torchserve_backends: Annotated[tuple[BackendAddress, ...], NoDecode] = ()
+    torchserve_backends_dns: Annotated[BackendAddress | None, NoDecode] = None
+    gateway_resolve_s: Annotated[float, Field(gt=0)] = 10.0
+    # Each backend is checked this often (/ping and its model list); a failing one leaves the
+    # rotation at once and comes back after two good checks in a row.
+    gateway_health_s: Annotated[float, Field(gt=0)] = 2.0
+
+    @field_validator("torchserve_backends", mode="before")
+    @classmethod
+    def _parse_backends(cls, value: object) -> object:
+        return parse_backends(value) if isinstance(value, str) else value
+
+    @field_validator("torchserve_backends_dns", mode="before")
+    @classmethod
+    def _parse_backends_dns(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_backend(value) if value.strip() else None
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_backends(self) -> GatewaySettings:
+        if self.torchserve_backends and self.torchserve_backends_dns is not None:
+            raise ValueError("set TORCHSERVE_BACKENDS or TORCHSERVE_BACKENDS_DNS, not both")
+        return self
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the gateway runs a pool of backends rather than the one TORCHSERVE_HOST."""
+        return bool(self.torchserve_backends) or self.torchserve_backends_dns is not None
 
     @field_validator("gateway_inference_keys", "gateway_management_keys", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from service.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    UpstreamUnreachable,
 )
 from service.settings import GatewaySettings, UpstreamTransport
 from service.transport import AiohttpTransport
@@ -127,8 +128,9 @@ class TorchServeClient:
                     await response.aclose()
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
-        except httpx.ConnectTimeout as exc:
-            raise UpstreamUnavailable() from exc
+        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
+            # No connection: nothing was written, so the request may go elsewhere.
+            raise UpstreamUnreachable() from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout() from exc
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.backend_pool import BackendPool
 from service.proxy import gateway_state
 from service.readiness import check_readiness
 
@@ -32,6 +33,14 @@ async def readyz(request: Request) -> Response:
     minimum workers READY; else 503. Per-model detail either way."""
     state = gateway_state(request)
     assert state.upstream is not None, "the lifespan opens the upstream client"
+    if isinstance(state.upstream, BackendPool):  # several TorchServes: each one's view
+        ready, body = await state.upstream.readiness(
+            concurrency=state.settings.gateway_readiness_concurrency,
+            timeout=state.settings.gateway_readiness_timeout_s,
+        )
+        return Response(
+            json.dumps(body), status_code=200 if ready else 503, media_type="application/json"
+        )
     readiness = await check_readiness(
         state.upstream,
         concurrency=state.settings.gateway_readiness_concurrency,

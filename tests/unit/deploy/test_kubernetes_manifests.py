@@ -259,17 +259,21 @@ class TestWiring:
         for port in service["ports"]:
             assert port_number(c, port["targetPort"]) == port["port"]
 
-    def test_the_gateway_reaches_torchserve_through_the_headless_service(self) -> None:
+    def test_the_gateway_finds_every_torchserve_pod_through_the_headless_service(self) -> None:
         env = plain_env(container("gateway"))
         gateway = GatewaySettings(
-            torchserve_host=env["TORCHSERVE_HOST"], gateway_port=int(env["GATEWAY_PORT"])
+            torchserve_backends_dns=env["TORCHSERVE_BACKENDS_DNS"],
+            gateway_port=int(env["GATEWAY_PORT"]),
         )
-        assert gateway.torchserve_host == the("Service", "torchserve")["metadata"]["name"]
+        assert gateway.pooled and gateway.torchserve_backends_dns is not None
+        dns = gateway.torchserve_backends_dns
+        assert dns.host == the("Service", "torchserve")["metadata"]["name"]
         service_ports = {
             p["name"]: p["port"] for p in the("Service", "torchserve")["spec"]["ports"]
         }
-        assert gateway.torchserve_inference_port == service_ports["inference"]
-        assert gateway.torchserve_management_port == service_ports["management"]
+        assert dns.inference_port == service_ports["inference"]
+        assert dns.management_port == service_ports["management"]
+        assert "TORCHSERVE_HOST" not in env, "one way to name the backends"
 
     def test_the_gateway_service_and_probes_use_its_port(self) -> None:
         c = container("gateway")
