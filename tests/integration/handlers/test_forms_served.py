@@ -7,10 +7,10 @@ gateway's envelopes: each must still get exactly the answer it gets alone.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,15 +82,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def post_together(
     url: str, bodies: list[tuple[bytes, str]], repeat: int = 4
 ) -> list[httpx.Response]:
-    """Each body ``repeat`` times, all at once (so they share batches); responses in order."""
+    """Each body ``repeat`` times, all sent at once (so they share batches); in order."""
     many = [body for body in bodies for _ in range(repeat)]
-    with httpx.Client(timeout=120, trust_env=False) as client, ThreadPoolExecutor(16) as pool:
-        return list(
-            pool.map(
-                lambda item: client.post(url, content=item[0], headers={"content-type": item[1]}),
-                many,
+
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(many))
+        async with httpx.AsyncClient(timeout=120, trust_env=False, limits=limits) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(url, content=content, headers={"content-type": kind})
+                    for content, kind in many
+                )
             )
-        )
+
+    return asyncio.run(send_all())
 
 
 def as_json(value: Any) -> tuple[bytes, str]:
@@ -135,10 +140,15 @@ def test_text_and_token_ids_together_padded_or_not(served: Served, name: str) ->
     bodies = [as_text(text) for text in TEXTS] + [as_json(ids) for ids in IDS]
     alone = [*TEXTS, *IDS]
     expected = [served.predictors[name].predict([body])[0] for body in alone]
-    assert_answers(post_together(served.url(name), bodies), expected)
-    # They shared batches: the gateway sent more predictions than requests upstream.
-    predictions, requests = upstream_batches(served, name)
-    assert predictions == len(bodies) * 4 and requests < predictions
+    # Until they shared a batch (the gateway sent fewer requests upstream than predictions),
+    # which on a busy machine may take a few rounds; every answer is checked every round.
+    for rounds in range(1, 6):
+        assert_answers(post_together(served.url(name), bodies), expected)
+        predictions, requests = upstream_batches(served, name)
+        assert predictions == len(bodies) * 4 * rounds
+        if requests < predictions:
+            break
+    assert requests < predictions, "no two of these requests ever shared a batch"
 
 
 def test_the_text_example_answers_raw_text(served: Served) -> None:
