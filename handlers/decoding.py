@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import tokenize
 import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -109,20 +110,34 @@ def decode_named(payload: Any, specs: Sequence[InputSpec]) -> dict[str, torch.Te
     return instance
 
 
+# What numpy raises for a malformed .npy header besides ValueError: its header is a Python
+# literal read with `ast.literal_eval` (a mutated one raises SyntaxError, tokenize.TokenError
+# or TypeError), and a header may declare a shape too large to allocate.
+_NPY_FAILURES = (
+    ValueError,
+    OSError,
+    EOFError,
+    SyntaxError,
+    TypeError,
+    tokenize.TokenError,
+    MemoryError,
+)
+
+
 def _load_npz(payload: bytes | bytearray, hint: str) -> dict[str, np.ndarray[Any, Any]]:
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
             if not hasattr(archive, "files"):
                 raise RequestError(hint)
             return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (*_NPY_FAILURES, zipfile.BadZipFile) as exc:
         raise RequestError(f"{hint}; the .npz body is invalid ({exc})") from None
 
 
 def _load_npy(payload: bytes | bytearray, expected: str) -> np.ndarray[Any, Any]:
     try:
         array = np.load(io.BytesIO(payload), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except _NPY_FAILURES as exc:
         raise RequestError(f"expected a {expected}; the .npy body is invalid ({exc})") from None
     if not isinstance(array, np.ndarray):
         raise RequestError(f"expected a {expected}; got an .npz archive")

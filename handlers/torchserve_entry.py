@@ -142,7 +142,18 @@ def encoded(outcome: Any) -> tuple[int, str, bytes]:
             return 200, "", encode_answer(outcome)
         except (TypeError, ValueError) as exc:
             outcome = Failure(500, "ModelError", f"the model's answer is not JSON: {exc}")
-    return outcome.code, outcome.message, encode_answer(outcome.body())
+    return outcome.code, ascii_phrase(outcome.message), encode_answer(outcome.body())
+
+
+def ascii_phrase(message: str) -> str:
+    """`message` as an ASCII reason phrase (non-ASCII characters backslash-escaped).
+
+    TorchServe's worker frames a reason phrase with its length in characters but sends its
+    UTF-8 bytes (`ts/protocol/otf_message_handler.py`), so one non-ASCII character (say from
+    a malformed `.npy` header quoted in the message) corrupts the frame and the frontend
+    drops the worker. The body keeps the message as it is.
+    """
+    return message.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def request_body(row: dict[str, Any]) -> Any:
