@@ -8,10 +8,14 @@ share, which imports only the standard library.
 from __future__ import annotations
 
 import ast
+import contextlib
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +77,66 @@ def test_the_shared_wire_format_needs_only_the_standard_library() -> None:
 def test_gateway_side_never_imports_torch(package: str) -> None:
     imports = imported_top_levels(package)
     assert "torch" not in imports, imports.get("torch")
+
+
+BLOCKED = ("torch", "archive", "numpy", "PIL")
+
+
+def test_the_gateway_starts_and_serves_without_torch(tmp_path: Path) -> None:
+    # The launcher's own uvicorn command, with torch (and the model side) blocked outright,
+    # as in the gateway's own image, which has only handlers/envelope.py of handlers/: the
+    # app factory, its lifespan and a prediction's whole path run with them unimportable.
+    from launcher.gateway import Gateway, gateway_env_for
+    from launcher.settings import LauncherSettings
+    from tests.support.ports import free_port, free_ports
+
+    closed = free_ports(2)  # no TorchServe: a prediction must get the gateway's own 503
+    settings = LauncherSettings(
+        gateway_host="127.0.0.1",
+        gateway_port=free_port(),
+        torchserve_inference_port=closed[0],
+        torchserve_management_port=closed[1],
+        model_store=tmp_path,
+        run_dir=tmp_path,
+    )
+    command = Gateway(settings).command()
+    assert command[1:3] == ["-m", "uvicorn"], command
+    blocked_uvicorn = (
+        "import runpy, sys\n"
+        f"for name in {BLOCKED!r}:\n"
+        "    sys.modules[name] = None\n"
+        "sys.argv[0] = 'uvicorn'\n"
+        "runpy.run_module('uvicorn', run_name='__main__', alter_sys=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "TORCHSERVE_"))}
+    env.update(gateway_env_for(settings))
+    output = tmp_path / "gateway.out"
+    url = f"http://127.0.0.1:{settings.gateway_port}"
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", blocked_uvicorn, *command[3:]],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.1)
+        answer = httpx.post(f"{url}/predictions/m", content=b"x", timeout=30)
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert answer.status_code == 503 and answer.json()["type"] == "UpstreamUnavailable"
+    assert ready.status_code == 503
+    assert "ModuleNotFoundError" not in output.read_text()
 
 
 def test_gateway_app_builds_without_torch_installed() -> None:

@@ -6,6 +6,7 @@ import httpx
 import psutil
 import pytest
 
+from launcher.gateway import HTTP_PROTOCOL
 from tests.support.servers import running_gateway, running_torchserve
 
 pytestmark = pytest.mark.integration
@@ -34,8 +35,16 @@ def test_gateway_proxies_to_torchserve_and_stops(echo_store: Path, tmp_path: Pat
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"echo_bytes": 4}
     assert listening == {("127.0.0.1", gateway.settings.gateway_port)}
-    for option in ["--loop uvloop", "--http httptools", "--no-access-log", "--factory"]:
+    for option in [
+        "--loop uvloop",
+        f"--http {HTTP_PROTOCOL}",
+        "--no-access-log",
+        "--factory",
+        "--no-proxy-headers",
+        "--no-server-header",
+    ]:
         assert option in command
+    assert "server" not in answer.headers  # --no-server-header, as a client sees it
     assert not uvicorn.is_running()
 
 
@@ -53,5 +62,6 @@ def test_gateway_env_reaches_the_app(tmp_path: Path) -> None:
         )
 
     assert without_key.status_code == 401
-    # The key was accepted: the request went on to the (absent) TorchServe.
-    assert with_key.status_code in (502, 503), with_key.text
+    # The key was accepted: the request went on to the (absent) TorchServe, refused at once.
+    assert with_key.status_code == 503, with_key.text
+    assert with_key.json()["type"] == "UpstreamUnavailable"

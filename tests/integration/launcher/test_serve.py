@@ -1,6 +1,7 @@
 """`python -m launcher serve` as a user runs it: it predicts, and a signal stops every process."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -31,6 +32,18 @@ def digits_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("digits-store")
     build_models(store=store, names=["digits"])
     return store
+
+
+def readme_answer() -> dict[str, float]:
+    """The answer README.md shows for `curl ... /predictions/digits -T .../sample.png`."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("curl -X POST http://127.0.0.1:8000/predictions/digits -T"):
+            shown = lines[index + 1]
+            assert shown.startswith("# {"), shown
+            answer: dict[str, float] = json.loads(shown.removeprefix("# "))
+            return answer
+    raise AssertionError("README.md shows no answer for sample.png")
 
 
 def serve_env(store: Path, run_dir: Path, gateway_port: int) -> dict[str, str]:
@@ -123,7 +136,11 @@ def test_serve_predicts_and_leaves_no_process(
     code = launcher.proc.wait(60)
 
     assert answer.status_code == 200, answer.text
-    assert answer.json(), answer.text
+    # The README's answer for sample.png: the same labels in the same order, the same
+    # probabilities (to float noise between CPUs).
+    readme = readme_answer()
+    assert list(answer.json()) == list(readme), answer.text
+    assert answer.json() == pytest.approx(readme, rel=1e-4, abs=1e-9)
     assert f"http://127.0.0.1:{gateway_port}/predictions/digits -T" in launcher.text()
     assert any("org.pytorch.serve.ModelServer" in c for c in commands), commands
     assert any("model_service_worker" in c for c in commands), commands

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -71,6 +72,32 @@ def test_predicts_listens_on_loopback_only_and_stops_cleanly(
     assert none_alive(tree)
     assert (ts.log_dir / "access_log.log").is_file()
     assert (ts.log_dir / "ts_log.log").is_file()
+
+
+def test_the_access_log_has_one_line_per_request(
+    echo_store: Path, tmp_path: Path, client: httpx.Client
+) -> None:
+    count = 7
+    with running_torchserve(echo_store, tmp_path / "run") as ts:
+        access_log = ts.log_dir / "access_log.log"
+        for index in range(count):
+            answer = client.post(f"{ts.inference_url}/predictions/echo?n={index}", content=b"x")
+            assert answer.status_code == 200, answer.text
+        # The log is written off the request thread, in order: once the marker's line is
+        # there, so are the lines of every request before it.
+        marker = f"/ping?marker={tmp_path.name}"
+        assert client.get(f"{ts.inference_url}{marker}").status_code == 200
+        deadline = time.monotonic() + 60
+        while marker not in access_log.read_text():
+            assert time.monotonic() < deadline, "the marker never reached the access log"
+            time.sleep(0.1)
+        lines = access_log.read_text().splitlines()
+
+    predictions = [line for line in lines if '"POST /predictions/echo?n=' in line]
+    assert [line.split('"')[1] for line in predictions] == [
+        f"POST /predictions/echo?n={index} HTTP/1.1" for index in range(count)
+    ]
+    assert all(line.split('"')[2].split()[0] == "200" for line in predictions)
 
 
 def test_state_stays_in_the_run_dir(echo_store: Path, tmp_path: Path) -> None:
