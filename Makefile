@@ -56,6 +56,11 @@ bench: install
 		|| echo "wrk could not be installed: using the asyncio load generator"
 	$(PY) -m bench
 
+# The stack under steady load (80% of what `make bench` measured), then bench/results/soak.md,
+# soak.png, soak.json. SOAK_MINUTES=N to change its length (default 10).
+soak: install
+	$(PY) -m bench.soak
+
 clean:
 	rm -rf run .pytest_cache .mypy_cache .ruff_cache bench/results
 	find . -name __pycache__ -prune -exec rm -rf {} +
