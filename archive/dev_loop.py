@@ -25,6 +25,7 @@ import yaml
 from archive.errors import ArchiveError
 from archive.examples import CONTENT_TYPES
 from handlers import golden
+from handlers.device import configure_threads
 from handlers.integrity import verify_manifest
 from handlers.predictor import load_predictor
 from handlers.settings import HandlerSettings
@@ -97,7 +98,10 @@ def check_archive(mar: Path) -> CheckResult:
     with unpacked(mar) as model_dir:
         started = time.perf_counter()
         verify_manifest(model_dir)
-        settings = HandlerSettings.from_dict(archive_config(model_dir).get("handler"))
+        config = archive_config(model_dir)
+        settings = HandlerSettings.from_dict(config.get("handler"))
+        # The worker's thread count: replay times are then what a worker's load spends.
+        configure_threads(int(config.get("minWorkers") or 1))
         predictor = load_predictor(settings, model_dir, "cpu")
         loaded = golden.load(model_dir)
         if loaded is None:

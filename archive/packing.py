@@ -185,7 +185,10 @@ def user_file_names(entry: ModelSpec) -> dict[str, str]:
     """The hooks file and extra files by their name in the archive (their own file name),
     to their path in the spec. ArchiveError when a name is taken by the archive or twice."""
     names: dict[str, str] = {}
-    taken = RESERVED | {Path(entry.model_file).name}
+    # labels.json and vocab.json are free when the task writes none (the hooks may read theirs).
+    unused = {LABELS_NAME} if entry.labels is None else set()
+    unused |= {VOCAB_NAME} if entry.text is None else set()
+    taken = (RESERVED - unused) | {Path(entry.model_file).name}
     for source in [*([entry.hooks] if entry.hooks else []), *entry.extra_files]:
         name = Path(source).name
         if name in taken or name in names:
