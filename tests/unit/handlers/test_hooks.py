@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from handlers import envelope
 from handlers.errors import ModelBuildError, SettingsError
 from handlers.integrity import write_manifest
 from handlers.torchserve_entry import CheckpointHandler
@@ -228,3 +229,21 @@ def test_a_hooks_file_that_defines_no_hook_is_refused(tmp_path: Path) -> None:
     root = model_dir(tmp_path, hooks="X = 1\n")
     with pytest.raises(ModelBuildError, match="defines none of the hooks"):
         initialized(root, config())
+
+
+def test_the_gateways_batches_reach_decode_with_each_items_content_type(tmp_path: Path) -> None:
+    handler, context = initialized(model_dir(tmp_path), config())
+    packed = envelope.pack_request(
+        [
+            envelope.Item("text/plain", b"1,2,3,4"),
+            envelope.Item("application/json", b'{"x": [0.5, 0.0, -1.0, 2.0]}'),
+            envelope.Item("text/plain", b"1,2"),
+        ]
+    )
+    context.with_body_content_types(envelope.CONTENT_TYPE)
+    (answer,) = handler.handle([{"body": bytearray(packed)}], context)
+    items = envelope.unpack_answers(answer)
+    assert [item.status for item in items] == [200, 200, 400]
+    assert json.loads(items[0].body) == pytest.approx(expected([1, 2, 3, 4]))
+    assert json.loads(items[1].body) == pytest.approx(expected([0.5, 0.0, -1.0, 2.0]))
+    assert json.loads(items[2].body)["message"] == "expected 4 comma-separated numbers, got 2"
