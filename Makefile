@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODEL_STORE ?= model_store
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install archive serve run test test-unit test-integration lint format bench soak chromium clean docker-build up down
+.PHONY: install archive serve run test test-unit test-integration lint format bench soak chromium clean docker-build up down docker-test
 
 install: $(STAMP)
 
@@ -79,3 +79,9 @@ up:
 
 down:
 	$(COMPOSE) down
+
+# The deployment on a real Docker engine (tests/deployment): installs the engine and compose v2,
+# starts a private dockerd, builds with docker-build's command, runs up, checks the stack through
+# its published port, runs down, then stops the engine and puts the host's network back. Root.
+docker-test: install
+	$(PY) -m tests.deployment.compose_check
