@@ -94,7 +94,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="default: bench/results")
     args = parser.parse_args(argv)
     if args.smoke:
-        return Options(1, 1.0, 0.2, 0.0, 40, 1, 4, args.generator, args.results, True)
+        # High concurrency 16: above GATEWAY_BATCH_IN_FLIGHT (3) by enough that predictions
+        # queue and go upstream together, so the smoke run shows the gateway batching.
+        return Options(1, 1.0, 0.2, 0.0, 80, 1, 16, args.generator, args.results, True)
     if args.rounds < 1 or args.duration <= 0 or args.max_requests < 1:
         parser.error("--rounds, --duration and --max-requests must be positive")
     low, high = args.concurrency

@@ -35,26 +35,30 @@ def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> No
         for model in ("digits", "mnist28"):
             assert re.search(rf"\| {model} \| {path} \|", table), (model, path)
     for model in ("digits", "mnist28"):  # TorchServe's own batching: the high load only
-        assert re.search(rf"\| {model} \| torchserve-batched \| c4 \|", table), model
+        assert re.search(rf"\| {model} \| torchserve-batched \| c16 \|", table), model
         assert not re.search(rf"\| {model} \| torchserve-batched \| c1 \|", table), model
     assert "### Targets (issue 7)" in table
-    assert "gateway / best direct req/s at c4 (best: " in table
+    assert "gateway / best direct req/s at c16 (best: " in table
     assert (results / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     report = json.loads((results / "bench.json").read_text())
     served = [m for m in report["measurements"] if m["path"] != "in-process"]
     assert served and all(m["requests"] > 0 and m["errors"] == 0 for m in served)
-    # The gateway's own metric: every request it sent TorchServe carried at least one item.
+    # The gateway's own metric: every request it sent TorchServe carried at least one item,
+    # and under concurrency it batched: more than one on average.
     assert all((m["upstream_items"] >= 1) == (m["path"] == "gateway") for m in served), served
+    batched = [m for m in served if m["path"] == "gateway" and m["load"] == 16]
+    assert {m["model"] for m in batched} == {"digits", "mnist28"}, served
+    assert all(m["upstream_items"] > 1 for m in batched), batched
     assert {m["model"] for m in report["memory"]} == {"digits", "mnist28"}
-    # The variable-length text row: in-process b1 and b16, through the gateway c1 and c4.
+    # The variable-length text row: in-process b1 and b16, through the gateway c1 and c16.
     assert "### Variable-length text: `sentiment` from raw text" in table
     rows = {(row["path"], row["load"]): row for row in report["text"]}
     assert set(rows) == {
         ("in-process", "b1"),
         ("in-process", "b16"),
         ("gateway", "c1"),
-        ("gateway", "c4"),
+        ("gateway", "c16"),
     }
     assert all(row["tokens_per_s"] > 0 and row["errors"] == 0 for row in rows.values()), rows
 
