@@ -132,6 +132,8 @@ class PredictionBatcher:
         """
         if not requests:
             return []
+        if len(requests) == 1:  # as `predict`, without a task for one prediction
+            return [await self._settled(self.predict(model, path, *requests[0]))]
         first: list[UpstreamResponse | GatewayError] = []
         if len(requests) > 1 and self._max_items >= 2 and path not in self._batchable:
             first.append(await self._settled(self.predict(model, path, *requests[0])))
