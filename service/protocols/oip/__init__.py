@@ -5,7 +5,9 @@
 - `codec`: an HTTP body to a request and its tensors, outputs to an HTTP body;
 - `signatures`: a model's inputs and outputs, from its archive's `handler:` section;
 - `instances`: tensors of N instances to N prediction bodies, N answers to output tensors;
-- `catalog`: which archive serves a model version, its signature and readiness (TorchServe);
 - `errors`: `{"error": "..."}` for the gateway's errors on these routes;
-- `routes`: the endpoints.
+- `routes`: the endpoints, and `serve_infer`, inference served from the gateway's middleware.
+
+They call the protocol-neutral `service.prediction` (instances through the gateway's
+batching) and `service.model_catalog` (which archive serves a version, its readiness).
 """

@@ -5,6 +5,8 @@ prediction path (`service.prediction`), and encodes the answer. Every error on t
 raised by a dependency, FastAPI's parameter checks or the endpoint, is answered as
 `{"error": "..."}` by `ProtocolRoute`; what the rest of FastAPI answers on `/v2/...` (an
 unknown path, a wrong method) is reshaped by `service.protocols.oip.errors.protocol_errors`.
+`POST .../infer` is served by `serve_infer` from the gateway's middleware, ahead of Starlette's
+router (the routes describe it in OpenAPI and answer its other methods).
 """
 
 from __future__ import annotations
