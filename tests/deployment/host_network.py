@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,9 @@ class HostNetwork:
             path = Path("/proc/sys") / name
             if path.exists() and path.read_text().strip() != value:
                 path.write_text(value + "\n")
+        if not any(name.startswith("net/bridge/") for name in self.sysctls):
+            # br_netfilter was not loaded before: dockerd loaded it (it brings net/bridge/*).
+            subprocess.run(["modprobe", "-r", "br_netfilter"], capture_output=True, check=False)
         run(["nft", "flush", "ruleset"])
         if self.ruleset.strip():
             with tempfile.NamedTemporaryFile("w", suffix=".nft") as saved:

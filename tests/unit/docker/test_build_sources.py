@@ -79,10 +79,16 @@ def test_tmpfs_mounts_belong_to_the_image_user(service: str) -> None:
     uid, gid = final.all("USER")[-1].args.split(":")
     for entry in SERVICES[service]["tmpfs"]:
         target, _, options = entry.partition(":")
-        values = dict(option.split("=", 1) for option in options.split(","))
+        values = dict(option.partition("=")[::2] for option in options.split(","))
         assert (values.get("uid"), values.get("gid")) == (uid, gid), entry
         # /tmp keeps its sticky, world-writable mode; the others are the user's alone.
         assert values.get("mode") == ("1777" if target == "/tmp" else "0700"), entry
+
+
+def test_torchserve_tmpdir_allows_native_libraries() -> None:
+    """java.io.tmpdir (under RUN_DIR) must not be noexec: netty loads its epoll library there."""
+    [run_dir] = [e for e in SERVICES["torchserve"]["tmpfs"] if e.startswith("/srv/run:")]
+    assert "exec" in run_dir.split(":", 1)[1].split(","), run_dir
 
 
 def test_local_build_override_only_changes_how_images_are_built() -> None:
