@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import oip, text
+from bench import oip, pool, text
 from bench.inprocess import load_model, measure
 from bench.loadgen import Generator, Target, choose_generator
 from bench.processes import CpuWindow, RssSampler
@@ -194,6 +194,7 @@ def run(options: Options) -> tuple[str, int]:
     oip_rows: list[oip.OipRow] = []
     memory: list[MemoryFigures] = []
     text_rows: list[text.TextRow] = []
+    pool_rows: list[pool.PoolRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
         models = prepare_models(root / "work", root / "store")
@@ -264,6 +265,18 @@ def run(options: Options) -> tuple[str, int]:
                         options.duration_s,
                         options.max_requests,
                     )
+            # The gateway over a second TorchServe too, after the main rounds (bench/pool.py).
+            pool_rows = pool.measure(
+                stack,
+                models[0],
+                root / "run2",
+                generator,
+                rounds=options.rounds,
+                concurrency=options.high,
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                max_requests=options.max_requests,
+            )
             peaks = run_sampler.peaks()
             for model in models:
                 load = loads[model.name]
@@ -314,6 +327,7 @@ def run(options: Options) -> tuple[str, int]:
     text_summary = text.combine(text_rows)
     report = markdown(summary, memory, checks, notes) + "\n" + text.markdown(text_summary, reviews)
     report += "\n" + oip.markdown(oip.combine(oip_rows))
+    report += "\n" + pool.markdown(pool.combine(pool_rows), os.cpu_count())
     options.results.mkdir(parents=True, exist_ok=True)
     (options.results / "bench.md").write_text(report)
     chart(summary, options.results / "bench.png")
@@ -325,11 +339,13 @@ def run(options: Options) -> tuple[str, int]:
                 "targets": [{**asdict(c), "holds": c.holds} for c in checks],
                 "oip": [asdict(row) for row in oip.combine(oip_rows)],
                 "text": [asdict(row) for row in text_summary],
+                "pool": [asdict(row) for row in pool.combine(pool_rows)],
             },
             indent=1,
         )
     )
     errors = sum(m.errors for m in measurements) + sum(r.errors for r in text_summary)
+    errors += sum(r.errors for r in pool_rows)
     return report, errors + sum(r.errors for r in oip_rows)
 
 

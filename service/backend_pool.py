@@ -205,8 +205,15 @@ class BackendPool(TorchServeClient):
                     gone = self._members.pop(address)
                     self._mark_down(gone, "no longer in DNS")
                     logger.info("Backend %s removed (no longer in DNS)", address.name)
-                    self._closing.append(gone.client)  # closed with the pool
+                    self._spawn(self._close_later(gone.client))
             await asyncio.sleep(self._settings.gateway_resolve_s)
+
+    async def _close_later(self, client: TorchServeClient) -> None:
+        """Close a removed backend's client once its last requests had their time."""
+        self._closing.append(client)
+        await asyncio.sleep(self._settings.gateway_timeout_s)
+        self._closing.remove(client)
+        await client.aclose()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

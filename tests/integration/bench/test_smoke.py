@@ -62,7 +62,15 @@ def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> No
     }
     assert all(row["tokens_per_s"] > 0 and row["errors"] == 0 for row in rows.values()), rows
 
-    # Every server the run started (the launcher logs their pids) is gone.
+    # The two-backend row (bench/pool.py): one model through one TorchServe and two.
+    assert "### The gateway over one TorchServe and over two" in table
+    pool_rows = report["pool"]
+    assert sorted(row["backends"] for row in pool_rows) == ["1 backend", "2 backends"]
+    assert len({row["model"] for row in pool_rows}) == 1
+    assert all(row["requests_per_s"] > 0 and row["errors"] == 0 for row in pool_rows), pool_rows
+
+    # Every server the run started (the launcher logs their pids) is gone: TorchServe and
+    # the gateway, and the second of each for the two-backend row.
     pids = [int(pid) for pid in re.findall(r"starting \(pid (\d+)\)", run.stderr)]
-    assert len(pids) == 2, run.stderr[-3000:]
+    assert len(pids) == 4, run.stderr[-3000:]
     assert not [pid for pid in pids if psutil.pid_exists(pid)]
