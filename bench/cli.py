@@ -26,6 +26,8 @@ from pathlib import Path
 from bench import oip, pool, text
 from bench.inprocess import load_model, measure
 from bench.loadgen import Generator, Target, choose_generator
+from bench.peers import compare as peers
+from bench.peers.rows import PeerRow
 from bench.processes import CpuWindow, RssSampler
 from bench.report import MIB, Measurement, MemoryFigures, chart, markdown, summarize, targets
 from bench.stack import (
@@ -195,6 +197,7 @@ def run(options: Options) -> tuple[str, int]:
     memory: list[MemoryFigures] = []
     text_rows: list[text.TextRow] = []
     pool_rows: list[pool.PoolRow] = []
+    peer_rows: list[PeerRow] = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
         models = prepare_models(root / "work", root / "store")
@@ -277,6 +280,20 @@ def run(options: Options) -> tuple[str, int]:
                 warmup_s=options.warmup_s,
                 max_requests=options.max_requests,
             )
+            # The peers (FastAPI, LitServe, TorchServe's batching) next to the project on
+            # mnist28, after the main rounds too (bench/peers/).
+            peer_rows = peers.measure(
+                stack,
+                next(m for m in models if m.name == BATCHED_MODEL),
+                root / "work" / peers.WEIGHTS_FILE,
+                threads_per_worker(1),
+                root / "peers",
+                generator,
+                rounds=options.rounds,
+                duration_s=options.duration_s,
+                warmup_s=options.warmup_s,
+                max_requests=options.max_requests,
+            )
             peaks = run_sampler.peaks()
             for model in models:
                 load = loads[model.name]
@@ -328,6 +345,7 @@ def run(options: Options) -> tuple[str, int]:
     report = markdown(summary, memory, checks, notes) + "\n" + text.markdown(text_summary, reviews)
     report += "\n" + oip.markdown(oip.combine(oip_rows))
     report += "\n" + pool.markdown(pool.combine(pool_rows), os.cpu_count())
+    report += "\n" + peers.markdown(peer_rows)
     options.results.mkdir(parents=True, exist_ok=True)
     (options.results / "bench.md").write_text(report)
     chart(summary, options.results / "bench.png")
@@ -340,12 +358,13 @@ def run(options: Options) -> tuple[str, int]:
                 "oip": [asdict(row) for row in oip.combine(oip_rows)],
                 "text": [asdict(row) for row in text_summary],
                 "pool": [asdict(row) for row in pool.combine(pool_rows)],
+                "peers": peers.as_json(peer_rows),
             },
             indent=1,
         )
     )
     errors = sum(m.errors for m in measurements) + sum(r.errors for r in text_summary)
-    errors += sum(r.errors for r in pool_rows)
+    errors += sum(r.errors for r in pool_rows) + sum(r.errors for r in peer_rows)
     return report, errors + sum(r.errors for r in oip_rows)
 
 

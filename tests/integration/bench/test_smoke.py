@@ -69,6 +69,21 @@ def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> No
     assert len({row["model"] for row in pool_rows}) == 1
     assert all(row["requests_per_s"] > 0 and row["errors"] == 0 for row in pool_rows), pool_rows
 
+    # The peers (bench/peers/): each served mnist28 at c1, c16 and c64 next to the project,
+    # after answering the model's own numbers (the run stops otherwise), and the ratios.
+    assert "### Peers: the same model and body served by other stacks" in table
+    peer_rows = report["peers"]["rows"]
+    servers = {row["server"] for row in peer_rows}
+    assert len(servers) == 4 and any("FastAPI" in s for s in servers), servers
+    assert any("LitServe" in s for s in servers) and any("TorchServe" in s for s in servers)
+    assert {(row["server"], row["concurrency"]) for row in peer_rows} == {
+        (server, c) for server in servers for c in (1, 16, 64)
+    }
+    assert all(row["requests_per_s"] > 0 and row["errors"] == 0 for row in peer_rows), peer_rows
+    assert [r["concurrency"] for r in report["peers"]["ratios"]] == [1, 16, 64]
+    for server in servers:
+        assert f"| {server} | c64 |" in table
+
     # Every server the run started (the launcher logs their pids) is gone: TorchServe and
     # the gateway, and the second of each for the two-backend row.
     pids = [int(pid) for pid in re.findall(r"starting \(pid (\d+)\)", run.stderr)]

@@ -22,14 +22,14 @@ from tests.support.servers import running_gateway
 
 pytestmark = pytest.mark.integration
 
-INIT_ERROR_HANDLER = '''
+INIT_ERROR_HANDLER = """
 from ts.torch_handler.base_handler import BaseHandler
 
 
 class InitError(BaseHandler):
     def initialize(self, context):
         raise RuntimeError("init-error marker: cannot read /srv/weights/model.pt")
-'''
+"""
 # Long enough that only a worker seen dying, never the grace running out, ends the watch.
 LOAD_GRACE_S = 60.0
 
