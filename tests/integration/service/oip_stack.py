@@ -1,6 +1,6 @@
-"""The stack the v2 tests drive: the digits and sentiment archives built by the project's build step, a real
-TorchServe serving them, the real gateway with an inference key. Module-scoped fixtures:
-import them into a test module to use them there."""
+"""The stack the v2 tests drive: the digits and sentiment archives built by the project's
+build step, a real TorchServe serving them, the real gateway with an inference key.
+Module-scoped fixtures: import them into a test module to use them there."""
 
 from __future__ import annotations
 
