@@ -272,3 +272,35 @@ def test_an_archive_without_examples_json_is_not_checked(
         assert "examples.json" in archive.namelist()
     status, _, err = run(capsys, "check", str(mar))
     assert status == 1 and "examples.json is unreadable" in err
+
+
+def test_a_changed_example_hooks_or_extra_file_rebuilds_the_archive(tmp_path: Path) -> None:
+    entry = tensor_entry(
+        hooks="my_hooks.py", extra_files=["scale.json"], examples=["one.txt"], task="custom"
+    )
+    del entry["input"]
+    files = {
+        "my_hooks.py": textwrap.dedent(HOOKS).encode(),
+        "scale.json": b'{"scale": 2.0}',
+        "one.txt": b"1,2,3,4",
+    }
+    build(tmp_path, entry, files)
+    spec = tmp_path / "project" / "models.toml"
+    (again,) = build_models(spec, tmp_path / "store")
+    assert again.status == "skipped"
+    for name, data in [("one.txt", b"4,3,2,1"), ("scale.json", b'{"scale": 3.0}')]:
+        (tmp_path / "project" / name).write_bytes(data)
+        (rebuilt,) = build_models(spec, tmp_path / "store")
+        assert rebuilt.status == "built", name
+    answer = recorded(rebuilt.path)["examples"][0]["answer"]
+    assert [a["score"] for a in answer] == [
+        round(v, 4) for v in tiny_expected([12.0, 9.0, 6.0, 3.0])
+    ]
+
+
+def test_packed_names_must_not_collide(tmp_path: Path) -> None:
+    entry = tensor_entry(hooks="hooks/model.py")
+    with pytest.raises(Exception, match="would be packed as model.py"):
+        build(tmp_path / "one", entry, {"hooks/model.py": b"def encode(row):\n    return 1\n"})
+    with pytest.raises(SpecError, match="'extra_files' are read by hooks"):
+        build(tmp_path / "two", tensor_entry(extra_files=["scale.json"]), {"scale.json": b"{}"})
