@@ -7,6 +7,7 @@ import psutil
 import pytest
 
 from launcher.gateway import HTTP_PROTOCOL
+from tests.support.ports import listening_addresses
 from tests.support.servers import running_gateway, running_torchserve
 
 pytestmark = pytest.mark.integration
@@ -21,11 +22,7 @@ def test_gateway_proxies_to_torchserve_and_stops(echo_store: Path, tmp_path: Pat
         assert gateway.pid is not None
         uvicorn = psutil.Process(gateway.pid)
         command = " ".join(uvicorn.cmdline())
-        listening = {
-            (c.laddr.ip, c.laddr.port)
-            for c in uvicorn.net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN
-        }
+        listening = listening_addresses(uvicorn)
         answer = client.post(
             f"{gateway.url}/predictions/echo",
             content=b"1234",

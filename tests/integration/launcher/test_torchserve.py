@@ -13,6 +13,7 @@ from launcher.config import BODY_LIMIT_HEADROOM_BYTES
 from launcher.errors import LauncherError, ProcessExited
 from launcher.torchserve import TorchServe
 from tests.support.archives import GREEDY_CONFIG, build_echo_archive
+from tests.support.ports import listening_addresses
 from tests.support.servers import running_gateway, running_torchserve, torchserve_settings
 
 pytestmark = pytest.mark.integration
@@ -46,12 +47,7 @@ def test_predicts_listens_on_loopback_only_and_stops_cleanly(
         metrics = client.get(f"{ts.metrics_url}/metrics")
         assert ts.pid is not None
         tree = process_tree(ts.pid)
-        listening = {
-            (c.laddr.ip.removeprefix("::ffff:"), c.laddr.port)
-            for p in tree
-            for c in p.net_connections("tcp")
-            if c.status == psutil.CONN_LISTEN
-        }
+        listening = set().union(*(listening_addresses(p) for p in tree))
         s = ts.settings
         worker_sockets = list(ts.tmp_dir.glob(".ts.sock.*"))
         commands = [" ".join(p.cmdline()) for p in tree]
