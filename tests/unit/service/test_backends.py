@@ -7,6 +7,7 @@ import asyncio
 import pydantic
 import pytest
 
+from service import backend_pool
 from service.backend_pool import BackendPool, PooledBatcher, merge_descriptions, merge_model_lists
 from service.backends import BackendAddress, parse_backend, parse_backends, resolve
 from service.metrics import GatewayMetrics
@@ -134,3 +135,39 @@ def test_with_no_backend_healthy_a_prediction_is_503_naming_their_states() -> No
     outcome = asyncio.run(scenario())
     assert outcome.startswith("UpstreamUnavailable 503")
     assert "127.0.0.1:1:2 joining" in outcome
+
+
+def test_dns_answers_add_and_remove_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each lookup's answer is the membership: new addresses join, vanished ones leave."""
+    first = (BackendAddress("127.0.0.2", 1, 2), BackendAddress("127.0.0.3", 1, 2))
+    second = (BackendAddress("127.0.0.3", 1, 2), BackendAddress("127.0.0.4", 1, 2))
+    answers = [first, second]
+
+    async def fake_resolve(spec: BackendAddress) -> tuple[BackendAddress, ...]:
+        assert spec == BackendAddress("torchserve", 1, 2)
+        return answers.pop(0) if answers else second
+
+    monkeypatch.setattr(backend_pool, "resolve", fake_resolve)
+
+    async def scenario() -> list[set[str]]:
+        settings = GatewaySettings(
+            torchserve_backends_dns="torchserve:1:2", gateway_resolve_s=0.01, gateway_timeout_s=0.1
+        )
+        pool = BackendPool(settings, GatewayMetrics())
+        pool.start()
+        seen: list[set[str]] = []
+        try:
+            for _ in range(500):
+                hosts = {m.address.host for m in pool.members}
+                if not seen or seen[-1] != hosts:
+                    seen.append(hosts)
+                if hosts == {"127.0.0.3", "127.0.0.4"}:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await pool.aclose()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert {"127.0.0.2", "127.0.0.3"} in seen
+    assert seen[-1] == {"127.0.0.3", "127.0.0.4"}
