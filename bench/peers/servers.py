@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 15.0
+START_ATTEMPTS = 3
 ROUTE = "/predictions/mnist28"
 
 # The peers' names in the report.
@@ -102,32 +103,51 @@ def _process(pid: int) -> psutil.Process | None:
         return None
 
 
+def _start(
+    name: str, weights: Path, threads: int, log_path: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `APPS[name]` on a free port and wait until it is ready; (process, port).
+
+    A port found free can be taken by another program before the peer binds it (the machine
+    runs other test suites): then the peer exits with "Address already in use" and is started
+    again on another port, at most `START_ATTEMPTS` times. RuntimeError when it never gets
+    ready.
+    """
+    module, health = APPS[name]
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        command = [sys.executable, "-m", module, "--port", str(port), "--weights", str(weights)]
+        command += ["--threads", str(threads)]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(f"http://127.0.0.1:{port}{health}"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        else:
+            return proc, port
+        _stop(proc)
+        output = log_path.read_text(errors="replace")
+        if "Address already in use" not in output:
+            raise RuntimeError(f"peer {name!r} never became ready:\n{output[-3000:]}")
+        logger.info("peer %r: port %d was taken, starting it on another", name, port)
+    raise RuntimeError(f"peer {name!r}: no free port in {START_ATTEMPTS} attempts")
+
+
 @contextlib.contextmanager
 def running_app(
     name: str, model: BenchModel, weights: Path, threads: int, log_dir: Path
 ) -> Iterator[PeerServer]:
     """One Python peer (`APPS[name]`) serving `weights`, ready; stopped with its children."""
-    module, health = APPS[name]
-    port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{module.rsplit('.', 1)[-1]}.log"
-    command = [sys.executable, "-m", module, "--port", str(port), "--weights", str(weights)]
-    command += ["--threads", str(threads)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    log_path = log_dir / f"{APPS[name][0].rsplit('.', 1)[-1]}.log"
+    proc, port = _start(name, weights, threads, log_path)
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(base + health):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"peer {name!r} never became ready:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.2)
         logger.info("peer %r ready on port %d", name, port)
-        target = Target(base + ROUTE, model.body, model.content_type)
+        target = Target(f"http://127.0.0.1:{port}{ROUTE}", model.body, model.content_type)
         yield PeerServer(name, target, _tree(proc.pid))
     finally:
         _stop(proc)
