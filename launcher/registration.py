@@ -62,6 +62,14 @@ def register_archives(
     return registered
 
 
+class ModelLoadError(LauncherError):
+    """A model's worker died while loading it."""
+
+    def __init__(self, message: str, model: str) -> None:
+        super().__init__(message)
+        self.model = model
+
+
 class LoadWatch:
     """The start-up's view of the registered models: each one's workers READY, or one seen
     dying while it loads (`service.load_watch`), which stops the start at once rather than
@@ -75,14 +83,15 @@ class LoadWatch:
         """Whether model `name` is ready after `description` (`GET /models/{name}`).
 
         Raises:
-            LauncherError: a worker of the model died while loading it.
+            ModelLoadError: a worker of the model died while loading it.
         """
         watch = self._watches.setdefault(name, WorkerWatch())
         state = watch.observe(description)
         if state is LoadState.FAILED:
             archive = self.archives.get(name, "an archive")
-            raise LauncherError(
+            raise ModelLoadError(
                 f"model {name} ({archive}) failed to load: its worker died while loading it "
-                "(TorchServe would retry it forever); the model's error is in the log below"
+                "(TorchServe would retry it forever)",
+                name,
             )
         return state is LoadState.READY

@@ -9,6 +9,7 @@ Unix sockets live there) are never shared with another.
 
 import importlib.util
 import logging
+import re
 import socket
 import sys
 import time
@@ -20,7 +21,7 @@ import httpx
 from launcher.config import log4j2_config_path, render_torchserve_config
 from launcher.errors import LauncherError, PortInUseError, SocketPathTooLong
 from launcher.process import ChildProcess, ManagedServer, child_env, read_tail
-from launcher.registration import LoadWatch, register_archives
+from launcher.registration import LoadWatch, ModelLoadError, register_archives
 from launcher.settings import LauncherSettings
 
 logger = logging.getLogger(__name__)
@@ -264,8 +265,10 @@ class TorchServe(ManagedServer):
                             return False
                 except (httpx.HTTPError, ValueError, KeyError):
                     return False
-                except LauncherError as exc:  # a worker died: the model's error is in the logs
-                    raise LauncherError(f"{exc}\n{read_tail(tail_files)}") from None
+                except ModelLoadError as exc:  # a worker died: the model's error is in the logs
+                    error = last_model_error(self.log_dir / "model_log.log", exc.model)
+                    cause = f": {error}" if error else ""
+                    raise LauncherError(f"{exc}{cause}\n{read_tail(tail_files)}") from None
                 ready[:] = names
                 return True
 
@@ -304,3 +307,23 @@ class TorchServe(ManagedServer):
         if self._process is not None:
             code = self._process.stop(grace)
             logger.info("TorchServe stopped (status %s)", code)
+
+
+# The last line of a Python traceback in TorchServe's model log, e.g.
+# `... W-9000-digits_1.0-stdout MODEL_LOG - RuntimeError: cannot load weights`.
+_MODEL_LOG_ERROR = re.compile(r"MODEL_LOG - ((?:[A-Za-z_][\w.]*)?(?:Error|Exception)\b.*)$")
+
+
+def last_model_error(model_log: Path, model: str) -> str | None:
+    """The last exception line a worker of `model` wrote to TorchServe's model log, if any."""
+    try:
+        lines = model_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    worker = f"-{model}_"
+    for line in reversed(lines):
+        if worker in line:
+            match = _MODEL_LOG_ERROR.search(line)
+            if match:
+                return match.group(1)
+    return None

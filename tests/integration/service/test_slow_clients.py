@@ -105,8 +105,10 @@ async def trickle_until_closed(
 
 
 async def slow_header(host: str, port: int, send_nothing: bool) -> Closed:
-    reader, writer = await asyncio.open_connection(host, port)
+    # Timed from before connecting: the gateway's clock starts at its accept, later than this,
+    # so the measured time is never shorter than the limit (a busy client loop only adds).
     start = time.monotonic()
+    reader, writer = await asyncio.open_connection(host, port)
     limit = HEADER_TIMEOUT_S + LATE_S
     if send_nothing:
         answer = await read_until_closed(reader, limit)
@@ -119,13 +121,13 @@ async def slow_header(host: str, port: int, send_nothing: bool) -> Closed:
 
 async def slow_body(host: str, port: int) -> Closed:
     reader, writer = await asyncio.open_connection(host, port)
+    start = time.monotonic()  # before the headers leave: the gateway's clock starts later
     writer.write(
         b"POST /predictions/echo HTTP/1.1\r\nHost: gw\r\n"
         + f"Authorization: Bearer {INF_KEY}\r\n".encode()
         + b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
     )
     await writer.drain()
-    start = time.monotonic()
     answer = await trickle_until_closed(writer, reader, b"x", BODY_TIMEOUT_S + LATE_S)
     return Closed(time.monotonic() - start, answer)
 
@@ -213,11 +215,11 @@ def test_slow_clients_are_closed_on_time_while_a_normal_client_keeps_predicting(
         head, _, body = closed.answer.partition(b"\r\n\r\n")
         assert b"connection: close" in head.lower()
         assert json.loads(body)["type"] == "RequestTimeout"
-        assert BODY_TIMEOUT_S - 0.5 <= closed.after_s <= BODY_TIMEOUT_S + LATE_S, closed
+        assert BODY_TIMEOUT_S - 0.1 <= closed.after_s <= BODY_TIMEOUT_S + LATE_S, closed
     # Slow headers (trickling or silent): closed with nothing sent, after the header limit.
     for closed in headers:
         assert closed.answer == b"", closed.answer[:200]
-        assert HEADER_TIMEOUT_S - 0.5 <= closed.after_s <= HEADER_TIMEOUT_S + LATE_S, closed
+        assert HEADER_TIMEOUT_S - 0.1 <= closed.after_s <= HEADER_TIMEOUT_S + LATE_S, closed
 
     # Every connection the crowd opened is gone from the gateway (no leaked descriptors).
     deadline = time.monotonic() + 30
