@@ -24,6 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import yaml
+
 from tests.deployment import base_images, build_inputs, stack_checks
 from tests.deployment.cli_plugins import install_plugins
 from tests.deployment.engine import PrivateEngine, disk_use
@@ -40,8 +42,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = REPO_ROOT / ".cache" / "docker-test"
 ENGINE_PACKAGES = ("docker.io", "iptables", "nftables", "debootstrap")
 BUILD_FILES = "docker/compose.yaml docker/compose.local-build.yaml"
-GATEWAY_IMAGE = "torchserve-gateway-stack/gateway:0.1.0"
-TORCHSERVE_IMAGE = "torchserve-gateway-stack/torchserve:0.1.0"
+COMPOSE_SERVICES = yaml.safe_load((REPO_ROOT / "docker" / "compose.yaml").read_text())["services"]
+GATEWAY_IMAGE: str = COMPOSE_SERVICES["gateway"]["image"]
+TORCHSERVE_IMAGE: str = COMPOSE_SERVICES["torchserve"]["image"]
 
 
 def main() -> int:
@@ -68,16 +71,15 @@ def _run(report: Report, scratch: Path) -> None:
         installed = apt_install(ENGINE_PACKAGES)
         report.note(f"installed: {' '.join(installed) or 'nothing (all present)'}")
         require_nftables_backend()
-    engine = PrivateEngine(
-        Path(tempfile.mkdtemp(prefix="tgs-dockerd-", dir="/tmp")),
-        scratch / "docker-config",
-        scratch / "dockerd.log",
-    )
+    docker_config = scratch / "docker-config"
     with report.step("compose v2 and buildx (Debian trixie's packages, private cli-plugins)"):
-        report.note(install_plugins(Path(engine.env["DOCKER_CONFIG"]), CACHE))
+        report.note(install_plugins(docker_config, CACHE))
     with report.step("host network recorded"):
         before = HostNetwork.capture()
     try:
+        # A short path: the engine's unix sockets live under it.
+        root = Path(tempfile.mkdtemp(prefix="tgs-dockerd-", dir="/tmp"))
+        engine = PrivateEngine(root, docker_config, scratch / "dockerd.log")
         with _engine_running(report, engine):
             _build_and_check(report, engine, scratch)
     finally:
