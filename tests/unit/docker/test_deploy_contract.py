@@ -436,3 +436,8 @@ class TestMakeTargets:
         assert self.make_n("up", files) == [
             "docker compose -f docker/compose.yaml -f docker/compose.gpu.yaml up -d --wait"
         ]
+
+    def test_docker_test_runs_the_deployment_harness_after_the_suite(self) -> None:
+        assert makefile_recipe("docker-test") == ["$(PY) -m tests.deployment.compose_check"]
+        ci = [line.strip() for line in (REPO_ROOT / ".ci" / "run").read_text().splitlines()]
+        assert ci.index("make docker-test") > ci.index("make test")
