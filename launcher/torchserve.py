@@ -312,6 +312,9 @@ class TorchServe(ManagedServer):
 # The last line of a Python traceback in TorchServe's model log, e.g.
 # `... W-9000-digits_1.0-stdout MODEL_LOG - RuntimeError: cannot load weights`.
 _MODEL_LOG_ERROR = re.compile(r"MODEL_LOG - ((?:[A-Za-z_][\w.]*)?(?:Error|Exception)\b.*)$")
+# TorchServe's worker re-raises a failed load as `RuntimeError: 500 - Unknown exception` after
+# the handler's own traceback: not the model's error.
+_WORKER_WRAPPER = re.compile(r"RuntimeError: \d{3} - ")
 
 
 def last_model_error(model_log: Path, model: str) -> str | None:
@@ -324,6 +327,6 @@ def last_model_error(model_log: Path, model: str) -> str | None:
     for line in reversed(lines):
         if worker in line:
             match = _MODEL_LOG_ERROR.search(line)
-            if match:
+            if match and not _WORKER_WRAPPER.match(match.group(1)):
                 return match.group(1)
     return None
