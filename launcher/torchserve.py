@@ -9,7 +9,7 @@ Unix sockets live there) are never shared with another.
 
 import importlib.util
 import logging
-import re
+import os
 import socket
 import sys
 import time
@@ -23,6 +23,7 @@ from launcher.errors import LauncherError, PortInUseError, SocketPathTooLong
 from launcher.process import ChildProcess, ManagedServer, child_env, read_tail
 from launcher.registration import LoadWatch, ModelLoadError, register_archives
 from launcher.settings import LauncherSettings
+from service.model_log import MODEL_LOG, last_model_error
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,26 @@ def check_port_free(name: str, host: str, port: int) -> None:
 # CPU per request at concurrency 1 fell by 35-50%, latency unchanged within noise; without
 # them C2's compiler thread alone took 0.7 ms of CPU per request in the first seconds of load.
 JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+
+
+def common_pool_option(cores: int | None = None) -> str:
+    """The JVM's ForkJoinPool common-pool size: at least 2, else the JVM's own default.
+
+    The JVM sizes that pool at cores - 1, and `CompletableFuture`'s async steps fall back to a
+    new thread per task when it is below 2: on a 2-core machine TorchServe's worker thread
+    started (and ended) one thread per batch it sent the model (`strace`: one `clone3` per
+    request at concurrency 1). With 2 the pool's threads are reused. Side by side on 2 shared
+    cores (mnist28 through the gateway, two TorchServes, 5 interleaved rounds, twice): the
+    JVM's CPU per request fell at every concurrency (c1 1,013 -> 737 us, c16 205 -> 168, c64
+    66 -> 54) and p50 at c1 3.7 -> 2.7 ms; see the README's Benchmark section for req/s.
+    """
+    available = cores if cores is not None else (os.cpu_count() or 1)
+    return f"-Djava.util.concurrent.ForkJoinPool.common.parallelism={max(2, available - 1)}"
+
+
+def torchserve_log_dir(settings: LauncherSettings) -> Path:
+    """Where TorchServe started with `settings` writes its logs (model_log.log among them)."""
+    return (settings.run_dir / "torchserve" / "logs").resolve()
 
 
 def _java_home() -> Path:
@@ -96,7 +117,7 @@ class TorchServe(ManagedServer):
         self.models = list(models) if models is not None else None
         self.run_dir = (settings.run_dir / "torchserve").resolve()
         self.config_path = self.run_dir / "config.properties"
-        self.log_dir = self.run_dir / "logs"
+        self.log_dir = torchserve_log_dir(settings)
         self.tmp_dir = self.run_dir / "tmp"
         self._config_text = render_torchserve_config(
             settings, models=[], max_body_bytes=max_body_bytes
@@ -149,6 +170,7 @@ class TorchServe(ManagedServer):
         return [
             str(_java_home() / "bin" / "java"),
             *JVM_OPTIONS,
+            common_pool_option(),
             f"-Dmodel_server_home={home}",
             f"-Dlog4j.configurationFile=file://{log4j2_config_path()}",
             f"-Djava.io.tmpdir={self.tmp_dir}",
@@ -266,7 +288,7 @@ class TorchServe(ManagedServer):
                 except (httpx.HTTPError, ValueError, KeyError):
                     return False
                 except ModelLoadError as exc:  # a worker died: the model's error is in the logs
-                    error = last_model_error(self.log_dir / "model_log.log", exc.model)
+                    error = last_model_error(self.log_dir / MODEL_LOG, exc.model)
                     cause = f": {error}" if error else ""
                     raise LauncherError(f"{exc}{cause}\n{read_tail(tail_files)}") from None
                 ready[:] = names
@@ -307,26 +329,3 @@ class TorchServe(ManagedServer):
         if self._process is not None:
             code = self._process.stop(grace)
             logger.info("TorchServe stopped (status %s)", code)
-
-
-# The last line of a Python traceback in TorchServe's model log, e.g.
-# `... W-9000-digits_1.0-stdout MODEL_LOG - RuntimeError: cannot load weights`.
-_MODEL_LOG_ERROR = re.compile(r"MODEL_LOG - ((?:[A-Za-z_][\w.]*)?(?:Error|Exception)\b.*)$")
-# TorchServe's worker re-raises a failed load as `RuntimeError: 500 - Unknown exception` after
-# the handler's own traceback: not the model's error.
-_WORKER_WRAPPER = re.compile(r"RuntimeError: \d{3} - ")
-
-
-def last_model_error(model_log: Path, model: str) -> str | None:
-    """The last exception line a worker of `model` wrote to TorchServe's model log, if any."""
-    try:
-        lines = model_log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    worker = f"-{model}_"
-    for line in reversed(lines):
-        if worker in line:
-            match = _MODEL_LOG_ERROR.search(line)
-            if match and not _WORKER_WRAPPER.match(match.group(1)):
-                return match.group(1)
-    return None
