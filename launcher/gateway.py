@@ -9,7 +9,7 @@ import httpx
 
 from launcher.process import ChildProcess, ManagedServer, child_env
 from launcher.settings import LauncherSettings
-from launcher.torchserve import check_port_free
+from launcher.torchserve import check_port_free, torchserve_log_dir
 
 logger = logging.getLogger(__name__)
 
@@ -143,4 +143,6 @@ def gateway_env_for(
         "MODEL_STORE": str(settings.model_store.resolve()),
         "GATEWAY_HOST": settings.gateway_host,
         "GATEWAY_PORT": str(settings.gateway_port),
+        # Same machine: the gateway can read the model log TorchServe writes (launcher.torchserve).
+        "GATEWAY_TORCHSERVE_LOG_DIR": str(torchserve_log_dir(settings)),
     }

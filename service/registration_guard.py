@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 from service.errors import ModelLoadFailed, UpstreamError
 from service.load_watch import LoadState, WorkerWatch
+from service.model_log import MODEL_LOG, last_model_error
 from service.upstream import TorchServeClient
-from service.upstream_errors import Api
+from service.upstream_errors import Api, sanitise
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.25
+MODEL_LOG_WAIT_S = 2.0
 
 
 def _path(name: str, version: str) -> str:
@@ -33,9 +36,21 @@ def _path(name: str, version: str) -> str:
 
 
 async def unregister(
-    upstream: TorchServeClient, name: str, version: str, cause: str, timeout: float
+    upstream: TorchServeClient,
+    name: str,
+    version: str,
+    cause: str,
+    timeout: float,
+    log_dir: Path | None = None,
 ) -> ModelLoadFailed:
-    """Unregister `name` `version` and return the error that tells the client so."""
+    """Unregister `name` `version` and return the error that tells the client so.
+
+    With TorchServe's `log_dir`, the cause carries the model's own error from its model log.
+    """
+    if log_dir is not None:
+        error = await _model_error(log_dir / MODEL_LOG, name)
+        if error:
+            cause = f"{cause}: {sanitise(error)}"
     path = _path(name, version)
     try:
         await upstream.send(Api.MANAGEMENT, "DELETE", path, timeout=timeout)
@@ -47,8 +62,26 @@ async def unregister(
     return ModelLoadFailed(f"{ModelLoadFailed.default_message} ({cause}); {done}.")
 
 
+async def _model_error(model_log: Path, name: str) -> str | None:
+    """The model's error from its log, waiting up to MODEL_LOG_WAIT_S for TorchServe to
+    write it: the frontend logs the worker's stderr asynchronously, so the line can trail the
+    failure it explains."""
+    deadline = time.monotonic() + MODEL_LOG_WAIT_S
+    while True:
+        error = await asyncio.to_thread(last_model_error, model_log, name)
+        if error or time.monotonic() >= deadline:
+            return error
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
 async def watch_new_model(
-    upstream: TorchServeClient, name: str, version: str, *, grace_s: float, timeout: float
+    upstream: TorchServeClient,
+    name: str,
+    version: str,
+    *,
+    grace_s: float,
+    timeout: float,
+    log_dir: Path | None = None,
 ) -> ModelLoadFailed | None:
     """Watch a model whose workers are starting; the error to answer if they died."""
     watch = WorkerWatch()
@@ -68,6 +101,6 @@ async def watch_new_model(
             return None
         if state is LoadState.FAILED:
             cause = "a worker died while loading the model"
-            return await unregister(upstream, name, version, cause, timeout)
+            return await unregister(upstream, name, version, cause, timeout, log_dir)
         await asyncio.sleep(POLL_INTERVAL_S)
     return None

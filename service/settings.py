@@ -90,6 +90,10 @@ class GatewaySettings(BaseSettings):
     # this long: a worker that dies while starting gets the model unregistered and the
     # registration answered 500 `ModelLoadFailed` (service.registration_guard).
     gateway_load_grace_s: Annotated[float, Field(gt=0)] = 10.0
+    # TorchServe's log directory, when the gateway can read it (same machine: `make serve`
+    # sets it). A failed registration's answer then carries the model's own error from the
+    # model log (service.model_log); TorchServe's API says only "Failed to start workers".
+    gateway_torchserve_log_dir: Path | None = None
     # `/readyz` asks TorchServe about this many models at once, each within this time.
     gateway_readiness_concurrency: Annotated[int, Field(gt=0)] = 8
     gateway_readiness_timeout_s: Annotated[float, Field(gt=0)] = 2.0

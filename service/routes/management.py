@@ -158,7 +158,11 @@ async def register_model(
         raise await _undo(request, identity, error.message) from None
     if answer.status_code == 202 and identity is not None and initial_workers != 0:
         failed = await watch_new_model(
-            _upstream(request), *identity, grace_s=settings.gateway_load_grace_s, timeout=5.0
+            _upstream(request),
+            *identity,
+            grace_s=settings.gateway_load_grace_s,
+            timeout=5.0,
+            log_dir=settings.gateway_torchserve_log_dir,
         )
         if failed is not None:
             _forget_handlers(request)
@@ -182,7 +186,8 @@ def _upstream(request: Request) -> TorchServeClient:
 
 
 async def _undo(request: Request, identity: tuple[str, str], cause: str) -> ModelLoadFailed:
-    error = await unregister(_upstream(request), *identity, cause, timeout=5.0)
+    log_dir = gateway_state(request).settings.gateway_torchserve_log_dir
+    error = await unregister(_upstream(request), *identity, cause, timeout=5.0, log_dir=log_dir)
     _forget_handlers(request)
     return error
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from launcher.torchserve import last_model_error
+from service.model_log import last_model_error
 
 LOG = """\
 T40 [INFO] W-9000-other_1.0-stdout MODEL_LOG - ValueError: not this model
