@@ -219,9 +219,11 @@ def test_an_archive_whose_recorded_answers_differ_refuses_to_load(
     assert body["type"] == "ModelLoadFailed"
     assert "its workers failed to start" in body["message"]
     assert "detector-edited version 1.0" in body["message"]
+    # TorchServe passes no worker's error to its API: the gateway, on the same machine, reads
+    # it from the model log (GATEWAY_TORCHSERVE_LOG_DIR, which the launcher sets).
+    assert "example 'one.json'" in body["message"], body["message"]
     listed = client.get(f"{gateway.url}/models", headers=MGMT).json()["models"]
     assert "detector-edited" not in {m["modelName"] for m in listed}
-    # TorchServe passes no worker's error to its API: the worker's own output names it.
     assert logs_mention(
         torchserve, r"example 'one\.json': largest difference 0\.5 at \$\[\d+\]\['score'\]"
     )
