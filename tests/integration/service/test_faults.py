@@ -8,6 +8,8 @@ fault has one outcome, pinned.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,11 +113,21 @@ def test_a_worker_that_dies_during_its_request_is_worker_died(
 
 
 def test_an_unregister_that_times_out_is_504_model_timeout(
-    model_store: Path, tmp_path_factory: pytest.TempPathFactory, client: httpx.Client
+    model_store: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    client: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # TorchServe's only 408: the `kill` of a model's worker has not finished within
-    # unregister_model_timeout (seconds; 0 here, so it never has by the time it looks).
+    # TorchServe's only 408: the `kill -9 PID` it runs (from PATH) to stop a model's worker
+    # has not finished within unregister_model_timeout (seconds; 0 here). A fast kill can
+    # finish before TorchServe looks, so this TorchServe's `kill` takes a second first.
     run = tmp_path_factory.mktemp("unregister-timeout")
+    slow = run / "slow-kill"
+    slow.mkdir()
+    kill = slow / "kill"
+    kill.write_text(f'#!/bin/sh\nsleep 1\nexec {shutil.which("kill") or "/bin/kill"} "$@"\n')
+    kill.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{slow}{os.pathsep}{os.environ['PATH']}")
     with (
         running_torchserve(
             model_store,
