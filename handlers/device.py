@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 
 import torch
 
@@ -44,6 +45,27 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     """Split the cores, less RESERVED_CORES, evenly between a model's workers; at least 1 each."""
     cores = available_cores() if cores is None else cores
     return max(1, (cores - RESERVED_CORES) // max(1, workers))
+
+
+# What the launcher tells TorchServe's workers (through TorchServe's environment) about how
+# many workers each model runs when an archive's config names none.
+WORKERS_ENV = "TORCHSERVE_WORKERS_PER_MODEL"
+
+
+def expected_workers(min_workers: object, environ: Mapping[str, str] | None = None) -> int:
+    """How many workers share this model's cores: the archive's `minWorkers` when it names
+    one, else the launcher's TORCHSERVE_WORKERS_PER_MODEL, else 1.
+
+    The project's archives name no workers (the setting decides), so without the variable a
+    model served by 4 workers would give each of them nearly every core.
+    """
+    environ = os.environ if environ is None else environ
+    for value in (min_workers, environ.get(WORKERS_ENV)):
+        with contextlib.suppress(TypeError, ValueError):
+            workers = int(str(value))
+            if workers >= 1:
+                return workers
+    return 1
 
 
 def configure_threads(workers: int) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 from handlers import envelope
 from handlers.answer_encoding import encode_answer
 from handlers.batch import Failure
-from handlers.device import configure_threads, select_device
+from handlers.device import configure_threads, expected_workers, select_device
 from handlers.golden import torchserve_payload, verify_examples
 from handlers.hooks import request_payload
 from handlers.integrity import verify_manifest
@@ -59,7 +59,7 @@ class CheckpointHandler:
         config = context.model_yaml_config or {}
         verify_manifest(model_dir)
         settings = HandlerSettings.from_dict(config.get("handler"))
-        threads = configure_threads(int(config.get("minWorkers") or 1))
+        threads = configure_threads(expected_workers(config.get("minWorkers")))
         device = select_device(context.system_properties.get("gpu_id"))
         self.predictor = load_predictor(settings, model_dir, device)
         # Ready only once the archive still answers its recorded examples as it did when built.

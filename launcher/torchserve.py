@@ -214,6 +214,8 @@ class TorchServe(ManagedServer):
         env = child_env(
             {
                 "JAVA_HOME": str(_java_home()),
+                # The workers size torch's thread pool by it (handlers.device.expected_workers).
+                "TORCHSERVE_WORKERS_PER_MODEL": str(self.settings.torchserve_workers_per_model),
                 "LOG_LOCATION": str(self.log_dir),
                 "METRICS_LOCATION": str(self.log_dir),
                 # The workers create their sockets where the frontend looks: java.io.tmpdir.

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from handlers.device import configure_threads, select_device, threads_per_worker
+from handlers.device import (
+    configure_threads,
+    expected_workers,
+    select_device,
+    threads_per_worker,
+)
 
 
 def test_cpu_when_no_gpu_is_assigned() -> None:
@@ -29,3 +34,20 @@ def test_configure_threads_sets_torch() -> None:
         assert chosen == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("min_workers", "environ", "workers"),
+    [
+        (3, {"TORCHSERVE_WORKERS_PER_MODEL": "2"}, 3),  # the archive names its workers
+        (None, {"TORCHSERVE_WORKERS_PER_MODEL": "4"}, 4),  # the project's archives: the setting
+        ("", {"TORCHSERVE_WORKERS_PER_MODEL": "4"}, 4),
+        (None, {}, 1),
+        (None, {"TORCHSERVE_WORKERS_PER_MODEL": "zero"}, 1),
+        (0, {"TORCHSERVE_WORKERS_PER_MODEL": "0"}, 1),
+    ],
+)
+def test_workers_sharing_the_cores(
+    min_workers: object, environ: dict[str, str], workers: int
+) -> None:
+    assert expected_workers(min_workers, environ) == workers
