@@ -175,19 +175,27 @@ class Stack:
 
     def register_batched(self, model: BenchModel) -> None:
         """Register `model`'s archive again, as `batched_name(model)`, with TorchServe's own
-        batching: the direct baseline at its best. Explicit register parameters override the
-        archive's model-config.yaml in TorchServe 0.12; raises RuntimeError when TorchServe
-        refuses the registration or serves it with another batch size or delay.
+        batching: the direct baseline at its best."""
+        self.register_with_batching(
+            model, batched_name(model.name), DIRECT_BATCH_SIZE, DIRECT_BATCH_DELAY_MS
+        )
+
+    def register_with_batching(
+        self, model: BenchModel, name: str, batch_size: int, delay_ms: int
+    ) -> None:
+        """Register `model`'s archive once more, as `name`, at TorchServe batch `batch_size`
+        with `delay_ms` of delay. Explicit register parameters override the archive's
+        model-config.yaml in TorchServe 0.12; raises RuntimeError when TorchServe refuses the
+        registration or serves it with another batch size or delay.
         """
-        name = batched_name(model.name)
         with httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client:
             answer = client.post(
                 f"{self.torchserve.management_url}/models",
                 params={
                     "url": f"{model.name}.mar",
                     "model_name": name,
-                    "batch_size": str(DIRECT_BATCH_SIZE),
-                    "max_batch_delay": str(DIRECT_BATCH_DELAY_MS),
+                    "batch_size": str(batch_size),
+                    "max_batch_delay": str(delay_ms),
                     "initial_workers": "1",
                     "synchronous": "true",
                 },
@@ -196,11 +204,10 @@ class Stack:
             raise RuntimeError(f"registering {name}: {answer.status_code} {answer.text}")
         described = self.describe(name)
         served = (described.get("batchSize"), described.get("maxBatchDelay"))
-        if served != (DIRECT_BATCH_SIZE, DIRECT_BATCH_DELAY_MS):
+        if served != (batch_size, delay_ms):
             raise RuntimeError(
                 f"{name} is served at batch {served[0]}, {served[1]} ms, not "
-                f"{DIRECT_BATCH_SIZE}, {DIRECT_BATCH_DELAY_MS} ms: the register parameters "
-                "were ignored"
+                f"{batch_size}, {delay_ms} ms: the register parameters were ignored"
             )
 
     def upstream_totals(self) -> dict[str, tuple[float, float]]:

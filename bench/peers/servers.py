@@ -159,24 +159,7 @@ def register_torchserve_b8(stack: Stack, model: BenchModel) -> PeerServer:
     Raises RuntimeError when TorchServe refuses it or serves it with other settings.
     """
     name = torchserve_b8_name(model.name)
-    with httpx.Client(trust_env=False, timeout=READY_TIMEOUT_S) as client:
-        answer = client.post(
-            f"{stack.torchserve.management_url}/models",
-            params={
-                "url": f"{model.name}.mar",
-                "model_name": name,
-                "batch_size": str(TORCHSERVE_BATCH_SIZE),
-                "max_batch_delay": str(TORCHSERVE_BATCH_DELAY_MS),
-                "initial_workers": "1",
-                "synchronous": "true",
-            },
-        )
-    if answer.status_code != 200:
-        raise RuntimeError(f"registering {name}: {answer.status_code} {answer.text}")
-    described = stack.describe(name)
-    served = (described.get("batchSize"), described.get("maxBatchDelay"))
-    if served != (TORCHSERVE_BATCH_SIZE, TORCHSERVE_BATCH_DELAY_MS):
-        raise RuntimeError(f"{name} is served at {served}, not 8 / 5 ms")
+    stack.register_with_batching(model, name, TORCHSERVE_BATCH_SIZE, TORCHSERVE_BATCH_DELAY_MS)
     java = stack.torchserve.pid
     pids = ([java] if java else []) + stack.worker_pids(name)
     target = Target(
