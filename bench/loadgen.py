@@ -10,6 +10,7 @@ enough for `--smoke` (it checks that everything answers, not how fast).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -19,10 +20,18 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    RowT = TypeVar("RowT", bound=DataclassInstance)
+else:
+    RowT = TypeVar("RowT")
 
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
 _MARKER = "BENCH_JSON "
@@ -221,6 +230,28 @@ def percentile(values: list[float], q: float) -> float:
 def median(values: list[float]) -> float:
     """The median, 0.0 for no values."""
     return statistics.median(values) if values else 0.0
+
+
+def median_over_rounds(
+    rows: Sequence[RowT],
+    key: Callable[[RowT], Hashable],
+    fields: Sequence[str],
+    **fixed: object,
+) -> list[RowT]:
+    """One row per `key`, in the order first seen: each of `fields` the median over the rows
+    sharing that key (one per round), `errors` summed, and `fixed` fields set as given."""
+    groups: dict[Hashable, list[RowT]] = {}
+    for row in rows:
+        groups.setdefault(key(row), []).append(row)
+    return [
+        dataclasses.replace(
+            same[0],
+            **{name: median([getattr(row, name) for row in same]) for name in fields},
+            errors=sum(getattr(row, "errors") for row in same),  # noqa: B009 (any row type)
+            **fixed,
+        )
+        for same in groups.values()
+    ]
 
 
 def choose_generator(name: str) -> tuple[str, Generator]:

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.loadgen import Generator, Target, median
+from bench.loadgen import Generator, Target, median_over_rounds
 from bench.stack import BenchModel, Stack
 
 MANY = 16  # instances per request in the batched row (the gateway's envelope limit)
@@ -116,20 +116,11 @@ def warm_up(
 
 def combine(rows: Sequence[OipRow]) -> list[OipRow]:
     """One row per configuration: the median over rounds (errors summed)."""
-    keys = list(dict.fromkeys((row.model, row.route, row.concurrency) for row in rows))
-    combined = []
-    for key in keys:
-        same = [row for row in rows if (row.model, row.route, row.concurrency) == key]
-        combined.append(
-            OipRow(
-                *key,
-                median([row.requests_per_s for row in same]),
-                median([row.instances_per_s for row in same]),
-                median([row.p50_ms for row in same]),
-                sum(row.errors for row in same),
-            )
-        )
-    return combined
+    return median_over_rounds(
+        rows,
+        lambda row: (row.model, row.route, row.concurrency),
+        ("requests_per_s", "instances_per_s", "p50_ms"),
+    )
 
 
 def markdown(rows: Sequence[OipRow]) -> str:

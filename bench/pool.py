@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.loadgen import Generator, Target, median
+from bench.loadgen import Generator, Target, median_over_rounds
 from bench.processes import CpuWindow, python_children
 from bench.stack import GATEWAY, BenchModel, Stack
 from launcher.gateway import Gateway
@@ -136,21 +136,11 @@ def pool_round(
 
 def combine(rows: Sequence[PoolRow]) -> list[PoolRow]:
     """One row per configuration: the median over rounds (errors summed)."""
-    keys = list(dict.fromkeys((row.model, row.backends, row.concurrency) for row in rows))
-    combined = []
-    for key in keys:
-        same = [row for row in rows if (row.model, row.backends, row.concurrency) == key]
-        combined.append(
-            PoolRow(
-                *key,
-                median([row.requests_per_s for row in same]),
-                median([row.p50_ms for row in same]),
-                median([row.p99_ms for row in same]),
-                median([row.server_cpu_ms for row in same]),
-                sum(row.errors for row in same),
-            )
-        )
-    return combined
+    return median_over_rounds(
+        rows,
+        lambda row: (row.model, row.backends, row.concurrency),
+        ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms"),
+    )
 
 
 def markdown(rows: Sequence[PoolRow], cores: int | None) -> str:

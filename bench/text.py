@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from archive.build import build_models
 from archive.spec import DEFAULT_SPEC, load_spec
-from bench.loadgen import _read_response, median, percentile
+from bench.loadgen import _read_response, median_over_rounds, percentile
 from bench.stack import BenchModel, Stack
 from handlers.predictor import Predictor, load_predictor
 from handlers.tasks.text import tokenize
@@ -157,21 +157,11 @@ async def _load(
 
 def combine(rows: Sequence[TextRow]) -> list[TextRow]:
     """One row per configuration: the median over rounds (errors summed)."""
-    keys = list(dict.fromkeys((row.path, row.load) for row in rows))
-    combined = []
-    for path, load in keys:
-        same = [row for row in rows if (row.path, row.load) == (path, load)]
-        combined.append(
-            TextRow(
-                path,
-                load,
-                median([row.tokens_per_s for row in same]),
-                median([row.requests_per_s for row in same]),
-                median([row.p50_ms for row in same]),
-                sum(row.errors for row in same),
-            )
-        )
-    return combined
+    return median_over_rounds(
+        rows,
+        lambda row: (row.path, row.load),
+        ("tokens_per_s", "requests_per_s", "p50_ms"),
+    )
 
 
 def markdown(rows: Sequence[TextRow], texts: Sequence[str]) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
-from bench.loadgen import Generator, Target, median
+from bench.loadgen import Generator, Target, median, median_over_rounds
 from bench.peers.servers import FASTAPI, PeerServer
 from bench.processes import CpuWindow
 
@@ -119,23 +119,12 @@ def warm_up(servers: Sequence[PeerServer], generator: Generator, seconds: float)
 
 def combine(rows: Sequence[PeerRow]) -> list[PeerRow]:
     """One row per (server, concurrency): medians over rounds, errors summed."""
-    keys = list(dict.fromkeys((row.concurrency, row.server) for row in rows))
-    combined = []
-    for concurrency, server in keys:
-        same = [r for r in rows if (r.concurrency, r.server) == (concurrency, server)]
-        combined.append(
-            PeerRow(
-                server,
-                concurrency,
-                -1,
-                median([r.requests_per_s for r in same]),
-                median([r.p50_ms for r in same]),
-                median([r.p99_ms for r in same]),
-                median([r.server_cpu_ms for r in same]),
-                sum(r.errors for r in same),
-            )
-        )
-    return combined
+    return median_over_rounds(
+        rows,
+        lambda row: (row.concurrency, row.server),
+        ("requests_per_s", "p50_ms", "p99_ms", "server_cpu_ms"),
+        round_index=-1,
+    )
 
 
 def ratios(rows: Sequence[PeerRow]) -> list[PeerRatio]:

@@ -61,3 +61,22 @@ def test_asyncio_generator_counts_answers_and_failures(server: str) -> None:
     assert 20 <= ok.requests <= 22 and ok.errors == 0  # each connection stops at the cap
     failing = run_asyncio(Target(f"{server}/no", b"[1]", "application/json"), 1, 5.0, 5)
     assert failing.requests == 5 and failing.errors == 5
+
+
+def test_median_over_rounds_groups_in_order_takes_medians_and_sums_errors() -> None:
+    from dataclasses import dataclass
+
+    from bench.loadgen import median_over_rounds
+
+    @dataclass(frozen=True)
+    class Row:
+        name: str
+        round_index: int
+        rate: float
+        errors: int
+
+    rows = [Row("b", 0, 3.0, 1), Row("a", 0, 10.0, 0), Row("b", 1, 1.0, 2), Row("b", 2, 2.0, 0)]
+    assert median_over_rounds(rows, lambda r: r.name, ("rate",), round_index=-1) == [
+        Row("b", -1, 2.0, 3),
+        Row("a", -1, 10.0, 0),
+    ]
