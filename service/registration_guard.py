@@ -28,7 +28,7 @@ from service.upstream_errors import Api, sanitise
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.25
-MODEL_LOG_WAIT_S = 2.0
+MODEL_LOG_WAIT_S = 5.0
 
 
 def _path(name: str, version: str) -> str:
