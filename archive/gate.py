@@ -10,20 +10,27 @@ serving one request at a time. So the gate also runs the batch through the handl
 ``ModelCall`` (the model's ``method``) and ``split_rows`` directly and requires one row per
 request. The task's example bodies cover every form it takes: each body format, two sizes of
 a variable shape, named inputs, text and token ids.
+
+A model served in a memory format of its own (``memory_format = "channels_last"``) must
+answer every example as the same model in its own layout does, within the spec's tolerance:
+the layout is a speed-up, never a change of answers.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from archive.errors import GateError
 from archive.examples import gate_payloads, model_examples
 from archive.spec import ModelSpec
+from handlers import golden
 from handlers.batch import Failure, ModelCall, split_rows
 from handlers.errors import HandlerError
+from handlers.memory_format import DEFAULT_MEMORY_FORMAT, as_built
 from handlers.predictor import Predictor, load_predictor
 
 logger = logging.getLogger(__name__)
@@ -50,7 +57,9 @@ def prove_model(entry: ModelSpec, base_dir: Path) -> Predictor:
         logger.warning("%s: loaded with strict = false: %s", entry.name, predictor.report.format())
     # The spec's examples, or the task's generated bodies (random but fixed, so a build is
     # reproducible and a failure repeatable): what the archive records and replays at load.
-    examples = gate_payloads(predictor, model_examples(entry, base_dir, predictor))
+    recorded = model_examples(entry, base_dir, predictor)
+    check_memory_format(entry, predictor, recorded)
+    examples = gate_payloads(predictor, recorded)
     for example in examples:
         check_batch(entry.name, predictor, [example])
     batch_size = entry.serving.batch_size
@@ -69,7 +78,9 @@ def check_batched_forward(name: str, predictor: Predictor, payloads: Sequence[An
     or one padded call) gives one output row per request."""
     size = len(payloads)
     settings = predictor.settings
-    invoke = ModelCall(predictor.model, settings.method, settings.method_kwargs)
+    invoke = ModelCall(
+        predictor.model, settings.method, settings.method_kwargs, settings.memory_format
+    )
     try:
         instances = [predictor.task.decode(payload) for payload in payloads]
         for call in predictor.task.collate(instances):
@@ -80,6 +91,42 @@ def check_batched_forward(name: str, predictor: Predictor, payloads: Sequence[An
             f"({type(exc).__name__}: {exc}); fix its forward, or set "
             "[model.serving] batch_size = 1"
         ) from exc
+
+
+def check_memory_format(
+    entry: ModelSpec, predictor: Predictor, examples: Sequence[golden.Example]
+) -> None:
+    """GateError unless ``predictor``, in the spec's ``memory_format``, answers each example
+    as the same model in its default layout does (within ``entry.tolerance``)."""
+    layout = predictor.settings.memory_format
+    if layout == DEFAULT_MEMORY_FORMAT:
+        return
+    reference = replace(
+        predictor,
+        model=as_built(predictor.model),
+        settings=replace(predictor.settings, memory_format=DEFAULT_MEMORY_FORMAT),
+    )
+    where = f"model {entry.name!r} with memory_format = {layout!r}"
+    for example in examples:
+        expected = golden.answer(reference, example.body, example.content_type)
+        if isinstance(expected, Failure):
+            continue  # fails in any layout: the checks that follow name it
+        got = golden.answer(predictor, example.body, example.content_type)
+        if isinstance(got, Failure):
+            raise GateError(
+                f"{where} fails example {example.name!r}, which it answers without: "
+                f"{got.message}. A model that calls .view() on a convolution's output can't "
+                "take channels-last tensors (.reshape() or torch.flatten() can); or leave "
+                "memory_format unset"
+            )
+        replay = golden.compare(
+            example, golden.as_sent(expected), golden.as_sent(got), entry.tolerance
+        )
+        if not replay.ok:
+            raise GateError(
+                f"{where} answers example {example.name!r} otherwise than without it: "
+                f"{replay.mismatch}; leave memory_format unset"
+            )
 
 
 def check_batch(name: str, predictor: Predictor, payloads: Sequence[Any]) -> None:

@@ -127,6 +127,9 @@ class ModelSpec(_Table):
     method: Identifier = "forward"
     method_kwargs: dict[str, Any] = Field(default_factory=dict)
     output: str | int | None = None
+    # "channels_last": 4-D weights and inputs laid out NHWC, faster for convolutions on the
+    # CPU (handlers.memory_format); the gate proves the answers unchanged.
+    memory_format: Literal["contiguous", "channels_last"] = "contiguous"
     # The user's decode/encode/setup (handlers.hooks) and the files they read, packed.
     hooks: Annotated[str, Field(pattern=r"\.py$")] | None = None
     extra_files: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
@@ -172,6 +175,7 @@ class ModelSpec(_Table):
             "method": self.method,
             "method_kwargs": dict(self.method_kwargs),
             "output": self.output,
+            "memory_format": self.memory_format,
             "hooks": self.hooks,
             "extra_files": list(self.extra_files) or None,
         }

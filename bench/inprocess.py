@@ -52,14 +52,14 @@ def measure(
     shape = (batch, *predictor.settings.instance_shape)
     inputs = torch.rand(shape, generator=generator)
     for _ in range(3):  # warm the allocator and the kernels' caches
-        forward(predictor.model, inputs)
+        forward(predictor.model, inputs, predictor.settings.memory_format)
     latencies: list[float] = []
     cpu_started = time.process_time()
     started = time.perf_counter()
     deadline = started + duration_s
     while len(latencies) < max_passes:
         begun = time.perf_counter()
-        forward(predictor.model, inputs)
+        forward(predictor.model, inputs, predictor.settings.memory_format)
         finished = time.perf_counter()
         latencies.append(finished - begun)
         if finished >= deadline:

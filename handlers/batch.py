@@ -19,6 +19,7 @@ from torch import nn
 
 from handlers.errors import RequestError
 from handlers.inputs import Call, Instance
+from handlers.memory_format import DEFAULT_MEMORY_FORMAT, lay_out_input
 from handlers.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,12 @@ def run_batch(
     device: torch.device,
     method: str = "forward",
     method_kwargs: Mapping[str, Any] | None = None,
+    memory_format: str = DEFAULT_MEMORY_FORMAT,
 ) -> list[Outcome]:
     """One outcome per payload, in order. The decoded instances run as the task collates
     them (one call per distinct shape, or padded), through ``model.<method>`` with
-    ``method_kwargs``. Raises MemoryError when the device runs out of memory (TorchServe
-    answers that with 507)."""
+    ``method_kwargs``, their 4-D inputs in ``memory_format`` (``handlers.memory_format``).
+    Raises MemoryError when the device runs out of memory (TorchServe answers that with 507)."""
     outcomes: list[Outcome] = [None] * len(payloads)
     instances: list[Instance] = []
     positions: list[int] = []
@@ -62,7 +64,7 @@ def run_batch(
             outcomes[index] = Failure(exc.status, exc.kind, str(exc))
     if not instances:
         return outcomes
-    invoke = ModelCall(model, method, method_kwargs or {})
+    invoke = ModelCall(model, method, method_kwargs or {}, memory_format)
     for call in task.collate(instances):
         answers = _run_call(invoke, task, instances, call, device)
         for row, answer in zip(call.rows, answers, strict=True):
@@ -72,18 +74,23 @@ def run_batch(
 
 @dataclass(frozen=True)
 class ModelCall:
-    """The model's method the handler calls on a batch, with its constant keyword arguments."""
+    """The model's method the handler calls on a batch, with its constant keyword arguments
+    and the memory layout its 4-D inputs are given in."""
 
     model: nn.Module
     method: str = "forward"
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    memory_format: str = DEFAULT_MEMORY_FORMAT
 
     def __call__(self, call: Call) -> Any:
         """The output for ``call``, without autograd; device OOM becomes MemoryError."""
         target = self.model if self.method == "forward" else getattr(self.model, self.method)
+        layout = self.memory_format
+        args = [lay_out_input(t, layout) for t in call.args]
+        kwargs = {k: lay_out_input(t, layout) for k, t in call.kwargs.items()}
         try:
             with torch.inference_mode():
-                return target(*call.args, **call.kwargs, **self.kwargs)
+                return target(*args, **kwargs, **self.kwargs)
         except torch.OutOfMemoryError as exc:
             raise MemoryError(str(exc)) from exc
 
@@ -130,11 +137,13 @@ def _encode_rows(task: Task, output: Any, count: int) -> list[Outcome] | None:
         return None
 
 
-def forward(model: nn.Module, batch: torch.Tensor | Call) -> Any:
-    """The model's output for ``batch`` (one positional tensor, or a collated call), without
-    autograd; device OOM becomes MemoryError."""
+def forward(
+    model: nn.Module, batch: torch.Tensor | Call, memory_format: str = DEFAULT_MEMORY_FORMAT
+) -> Any:
+    """The model's output for ``batch`` (one positional tensor, or a collated call), its 4-D
+    inputs in ``memory_format``, without autograd; device OOM becomes MemoryError."""
     call = Call([], (batch,)) if isinstance(batch, torch.Tensor) else batch
-    return ModelCall(model)(call)
+    return ModelCall(model, memory_format=memory_format)(call)
 
 
 def split_rows(output: Any, count: int) -> list[Any]:

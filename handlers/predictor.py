@@ -18,6 +18,7 @@ from torch import nn
 from handlers.batch import Outcome, run_batch
 from handlers.checkpoint import read_state_dict
 from handlers.hooks import attach_hooks
+from handlers.memory_format import lay_out_model
 from handlers.model_loading import KeyReport, build_model, import_model_class, resolve_method
 from handlers.settings import HandlerSettings
 from handlers.tasks import Task, make_task
@@ -47,6 +48,7 @@ class Predictor:
             self.device,
             self.settings.method,
             self.settings.method_kwargs,
+            self.settings.memory_format,
         )
 
 
@@ -74,7 +76,15 @@ def load_predictor(
         init_seed=settings.init_seed,
     )
     resolve_method(model, settings.method)
+    # Before the hooks: a setup hook sees the model as it will run.
+    lay_out_model(model, settings.memory_format)
     # The user's hooks (handlers.hooks), if any, in place of the task's own steps.
     task = attach_hooks(make_task(settings, base_dir), model, settings, base_dir, device)
-    logger.info("Loaded %s on %s (%s)", settings.model_class, device, report.format())
+    logger.info(
+        "Loaded %s on %s, %s (%s)",
+        settings.model_class,
+        device,
+        settings.memory_format,
+        report.format(),
+    )
     return Predictor(model, task, device, settings, report)

@@ -18,6 +18,7 @@ from typing import Any
 
 from handlers.errors import SettingsError
 from handlers.inputs import IDENTIFIER, InputSpec, parse_input, parse_inputs
+from handlers.memory_format import DEFAULT_MEMORY_FORMAT, MEMORY_FORMATS
 from handlers.tasks import KINDS, TASK_KEYS
 from handlers.tasks.base import SCORES
 from handlers.tasks.image import ImageSpec, parse_image
@@ -52,6 +53,8 @@ class HandlerSettings:
     method: str = DEFAULT_METHOD
     method_kwargs: Mapping[str, Any] = field(default_factory=dict)
     output: str | int | None = None
+    # The layout of the model's 4-D weights and inputs (handlers.memory_format).
+    memory_format: str = DEFAULT_MEMORY_FORMAT
     # The user's hooks file (handlers.hooks) and the files it reads, relative to the archive.
     hooks: str | None = None
     extra_files: tuple[str, ...] | None = None
@@ -131,6 +134,9 @@ class HandlerSettings:
             method=_method(raw),
             method_kwargs=_mapping(raw, "method_kwargs"),
             output=_output(raw),
+            memory_format=_choice(
+                raw, "memory_format", tuple(MEMORY_FORMATS), DEFAULT_MEMORY_FORMAT
+            ),
             hooks=_hooks(raw),
             extra_files=_extra_files(raw),
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from archive.build import build_models
@@ -25,6 +27,7 @@ from handlers.predictor import Predictor, load_predictor
 from launcher.gateway import Gateway
 from launcher.torchserve import TorchServe
 from tests.support.servers import running_gateway, running_torchserve
+from tests.unit.archive import test_memory_format as layouts
 from tests.unit.archive.helpers import write_spec
 from tests.unit.archive.test_forms_build import ENTRIES, project
 
@@ -40,6 +43,12 @@ SERVED = {
     },
     # Two workers, each loading the archive: the warm start must answer alike in both.
     "warm": {**ENTRIES["warm"], "serving": {"batch_size": 2, "workers": 2}},
+    # A CNN served channels-last: it answers only when its inputs really arrive so.
+    "channels-last": {
+        **layouts.entry("channels-last", "NeedsChannelsLast", memory_format="channels_last"),
+        "model_file": "conv_models.py",
+        "checkpoint": "conv.pt",
+    },
 }
 del SERVED["text-grouped"]["input"]
 # Token ids of lengths 3, 5 and 9, and texts of as many tokens (unknown words -> <unk>).
@@ -62,6 +71,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("forms")
     base = root / "project"
     project(base)
+    shutil.copy(layouts.MODELS, base / "conv_models.py")
+    torch.save(layouts.weights(), base / "conv.pt")
     spec = write_spec(base / "models.toml", list(SERVED.values()))
     store = root / "store"
     build_models(spec, store)
@@ -224,6 +235,16 @@ def test_a_dict_returning_classifier(served: Served) -> None:
     assert all(isinstance(answer, dict) and len(answer) == 2 for answer in expected)
     responses = post_together(served.url("dict"), [(body, "image/png") for body in bodies])
     assert_answers(responses, expected)
+
+
+def test_a_channels_last_model_answers_as_the_model_in_process(served: Served) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(layouts.BATCH[1], dtype=np.float32))
+    bodies = [as_json(layouts.BATCH[0]), (buffer.getvalue(), "application/x-npy")]
+    bodies.append(as_json(layouts.BATCH[2]))
+    # The model in its own layout, in this process, with no project code.
+    expected = layouts.in_process(layouts.BATCH)
+    assert_answers(post_together(served.url("channels-last"), bodies), expected)
 
 
 def test_a_warm_start_answers_alike_from_two_workers_and_after_a_restart(served: Served) -> None:
