@@ -280,8 +280,9 @@ def run(options: Options) -> tuple[str, int]:
                 warmup_s=options.warmup_s,
                 max_requests=options.max_requests,
             )
-            # The peers (FastAPI, LitServe, TorchServe's batching) next to the project on
-            # mnist28, after the main rounds too (bench/peers/).
+            # The peers (FastAPI, LitServe, stock TorchServe) and the reference row (the
+            # project's archive on TorchServe's batching) next to the project on mnist28,
+            # after the main rounds too (bench/peers/).
             peer_rows = peers.measure(
                 stack,
                 next(m for m in models if m.name == BATCHED_MODEL),

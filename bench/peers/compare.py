@@ -1,8 +1,9 @@
 """The peer phase of `python -m bench`: start the peers, check, measure, stop.
 
 After the main rounds (like the two-backend row), so the peers' processes are not running
-while the other rows are measured; within this phase every round goes through the project
-and every peer back to back at each concurrency (`rows.peer_round`).
+while the other rows are measured; within this phase every round goes through the project,
+every peer and the reference row back to back at each concurrency (`rows.peer_round`).
+Which servers are peers: `servers`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def measure(
     """The peers and the project on `model` (the bench's mnist28), every round's rows.
 
     `weights` is the state dict the archive was built from; `threads` the torch threads the
-    project's worker runs on, given to the Python peers too. Raises RuntimeError when a peer
-    does not start or answers other numbers than the model in-process.
+    project's worker runs on, given to every peer too. Raises RuntimeError when a peer
+    does not start or answers other numbers than the model in-process; every peer started
+    is stopped either way.
     """
     project = project_server(
         stack.target(model, GATEWAY),
@@ -76,8 +78,11 @@ def markdown(rows: Sequence[PeerRow]) -> str:
 
 
 def as_json(rows: Sequence[PeerRow]) -> dict[str, object]:
-    """The same for bench.json: `rows` (medians) and `ratios` per concurrency."""
+    """The same for bench.json: `rows` (medians, each with its `role`: "project", "peer" or
+    "reference") and `ratios` per concurrency (over the peers only)."""
     return {
-        "rows": [asdict(row) for row in peer_rows.combine(rows)],
+        "rows": [
+            {**asdict(row), "role": peer_rows.role(row.server)} for row in peer_rows.combine(rows)
+        ],
         "ratios": [asdict(ratio) for ratio in peer_rows.ratios(rows)],
     }

@@ -1,5 +1,7 @@
-"""The peers' model: `bench.mnist_cnn.MnistCnn` with the bench's saved weights, as a user would
-load it (no project code): `torch.load`, `load_state_dict`, `eval`, a fixed thread count.
+"""The Python peers' model: `bench.mnist_cnn.MnistCnn` with the bench's saved weights, as a user
+would load it (no project code): `torch.load`, `load_state_dict`, `eval`, a fixed thread count.
+The stock TorchServe peer loads the same files with TorchServe's own `BaseHandler`; the bench
+computes the expected answer here (`compare.expected_answer`).
 """
 
 from __future__ import annotations

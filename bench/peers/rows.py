@@ -1,13 +1,16 @@
 """The peer rows: the project's path and each peer at c1, c16 and c64, interleaved by round.
 
-Every round measures, at each concurrency, the project (gateway -> TorchServe -> handler)
-and every peer back to back, with the same body and load generator. Per configuration:
-requests/s, p50, p99, errors, and the server CPU per request (psutil CPU-time deltas over
-every process of that server: gateway, JVM and worker for the project; the uvicorn process
-and LitServe's forked processes for the Python peers; JVM and worker for TorchServe's).
-Ratios "project / best peer" are taken within each round (req/s; at c1 also p50 against the
-in-process FastAPI endpoint), then the median. Before measuring, every server must answer
-the body with the model's own numbers (within 1e-5), or the run stops.
+Every round measures, at each concurrency, the project (gateway -> TorchServe -> handler),
+every peer and the reference row back to back, with the same body and load generator. Per
+configuration: requests/s, p50, p99, errors, and the server CPU per request (psutil CPU-time
+deltas over every process of that server: gateway, JVM and worker for the project; the
+uvicorn process and LitServe's forked processes for the Python peers; the `torchserve`
+command, JVM and worker for stock TorchServe; the bench's JVM and the worker of the
+reference row). Ratios "project / best peer" and "project / FastAPI" are taken within each
+round (req/s), then the median, over the peers only: the reference row
+(`servers.REFERENCES`, the project's own archive without the gateway) is never a peer.
+Before measuring, every server must answer the body with the model's own numbers (within
+1e-5), or the run stops.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ import httpx
 import numpy as np
 
 from bench.loadgen import Generator, Target, median, median_over_rounds
-from bench.peers.servers import FASTAPI, PeerServer
+from bench.peers.running import PeerServer
+from bench.peers.servers import FASTAPI, REFERENCES
 from bench.processes import CpuWindow
 
 PROJECT = "this project (gateway + TorchServe)"
+# What each server of the table is, in bench.json.
+ROLE_PROJECT, ROLE_PEER, ROLE_REFERENCE = "project", "peer", "reference"
 CONCURRENCIES = (1, 16, 64)
 TOLERANCE = 1e-5
 
@@ -127,8 +133,19 @@ def combine(rows: Sequence[PeerRow]) -> list[PeerRow]:
     )
 
 
+def role(server: str) -> str:
+    """The role of `server` in the table: "project", "reference" (`servers.REFERENCES`) or
+    "peer"."""
+    if server == PROJECT:
+        return ROLE_PROJECT
+    return ROLE_REFERENCE if server in REFERENCES else ROLE_PEER
+
+
 def ratios(rows: Sequence[PeerRow]) -> list[PeerRatio]:
-    """Per concurrency, the project's req/s over the best peer's, taken within each round."""
+    """Per concurrency, the project's req/s over the best peer's, taken within each round.
+
+    Only peers compete: the reference rows are left out of "best peer" and of the ratios.
+    """
     found = []
     for concurrency in dict.fromkeys(row.concurrency for row in rows):
         per_round: list[float] = []
@@ -137,7 +154,7 @@ def ratios(rows: Sequence[PeerRow]) -> list[PeerRatio]:
         for round_index in dict.fromkeys(row.round_index for row in rows):
             same = [r for r in rows if (r.concurrency, r.round_index) == (concurrency, round_index)]
             project = [r for r in same if r.server == PROJECT]
-            peers = [r for r in same if r.server != PROJECT]
+            peers = [r for r in same if role(r.server) == ROLE_PEER]
             if not project or not peers:
                 continue
             best = max(peers, key=lambda r: r.requests_per_s)
@@ -157,13 +174,27 @@ def ratios(rows: Sequence[PeerRow]) -> list[PeerRatio]:
 
 
 def markdown(rows: Sequence[PeerRow], found: Sequence[PeerRatio]) -> str:
-    """The peer table and the ratio table, as markdown."""
+    """The peer table and the ratio table, as markdown, with which rows are peers."""
+    servers = list(dict.fromkeys(row.server for row in rows))
+    peers = [server for server in servers if role(server) == ROLE_PEER]
+    references = [server for server in servers if role(server) == ROLE_REFERENCE]
     lines = [
         "### Peers: the same model and body served by other stacks (mnist28, 6 KB JSON)",
         "",
         "Every server answered the body with the model's own numbers (within 1e-5) before "
         "being measured. Server CPU: every process of that server, per request (it survives "
         "a busy machine better than req/s).",
+        "",
+        "- Peers: " + ("; ".join(peers) or "none") + ". Only they count in the ratios.",
+    ]
+    if references:
+        lines.append(
+            "- Reference, not a peer: "
+            + "; ".join(references)
+            + ". It runs this project's own handler on this project's TorchServe settings "
+            "(JVM flags, log4j2.xml, config.properties), called without the gateway."
+        )
+    lines += [
         "",
         "| server | concurrency | req/s | p50 | p99 | server CPU/request | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -1,4 +1,16 @@
-"""Start and stop the peers on free loopback ports; register TorchServe's batched peer.
+"""The servers of the peer table: which are peers, how each is started, and all together.
+
+Peers, each serving the bench's mnist28 (`bench.mnist_cnn.MnistCnn`, its weights, the 6 KB
+JSON body) with nothing of this project on its serving path:
+
+- FASTAPI: a plain FastAPI endpoint, the model in its process (`fastapi_app`, uvicorn);
+- LITSERVE: LitServe with its own batching, 8 requests / 5 ms (`litserve_app`);
+- STOCK_TORCHSERVE: TorchServe 0.12 as it ships, batching 8 / 5 ms (`stock_torchserve`).
+
+One reference row, measured in the same rounds but not a peer (never the "best peer" of
+`rows.ratios`): PROJECT_ARCHIVE_B8, this project's own archive (its handler) registered once
+more in the bench's TorchServe (the project's JVM flags, log4j2.xml and config.properties)
+with TorchServe's batching at 8 / 5 ms, called without the gateway.
 
 Each Python peer runs as `python -m bench.peers.<app>` in a session of its own, so that the
 processes it forks (LitServe's API server and inference worker, its multiprocessing resource
@@ -10,37 +22,38 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import psutil
-
 from bench.loadgen import Target
+from bench.peers.running import (
+    PORT_TAKEN,
+    READY_TIMEOUT_S,
+    START_ATTEMPTS,
+    PeerServer,
+    answers_200,
+    process_tree,
+    stop_session,
+)
+from bench.peers.stock_torchserve import BATCH_DELAY_MS, BATCH_SIZE, running_stock_torchserve
+from bench.peers.stock_torchserve import NAME as STOCK_TORCHSERVE
 from bench.stack import BenchModel, Stack
 from tests.support.ports import free_port
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 15.0
-START_ATTEMPTS = 3
 ROUTE = "/predictions/mnist28"
 
-# The peers' names in the report.
+# The servers' names in the report.
 FASTAPI = "FastAPI, model in-process"
 LITSERVE = "LitServe, batch 8 / 5 ms"
-TORCHSERVE_B8 = "TorchServe batching, 8 / 5 ms"
-# TorchServe's own batching as its MNIST example's documentation sets it up.
-TORCHSERVE_BATCH_SIZE = 8
-TORCHSERVE_BATCH_DELAY_MS = 5
+PEERS = (FASTAPI, LITSERVE, STOCK_TORCHSERVE)
+PROJECT_ARCHIVE_B8 = "this project's archive on TorchServe's batching 8 / 5 ms (no gateway)"
+REFERENCES = (PROJECT_ARCHIVE_B8,)
 
 APPS = {
     FASTAPI: ("bench.peers.fastapi_app", "/ping"),
@@ -48,59 +61,9 @@ APPS = {
 }
 
 
-def torchserve_b8_name(model: str) -> str:
-    """The name the archive is registered under for the TorchServe-batching peer."""
+def project_archive_b8_name(model: str) -> str:
+    """The name the project's archive is registered under for the reference row."""
     return f"{model}-ts8"
-
-
-@dataclass
-class PeerServer:
-    """One running peer: where to send the body, and the pids whose CPU it spends."""
-
-    name: str
-    target: Target
-    pids: list[int]
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5.0, trust_env=False).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _tree(pid: int) -> list[int]:
-    try:
-        return [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return [pid]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the peer's whole session, SIGKILL to what is left after STOP_TIMEOUT_S."""
-    members = _tree(proc.pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    _, alive = psutil.wait_procs(
-        [p for pid in members if (p := _process(pid)) is not None], timeout=STOP_TIMEOUT_S
-    )
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for leftover in alive:
-        with contextlib.suppress(psutil.Error):
-            leftover.kill()
-
-
-def _process(pid: int) -> psutil.Process | None:
-    try:
-        return psutil.Process(pid)
-    except psutil.Error:
-        return None
 
 
 def _start(
@@ -108,10 +71,9 @@ def _start(
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start `APPS[name]` on a free port and wait until it is ready; (process, port).
 
-    A port found free can be taken by another program before the peer binds it (the machine
-    runs other test suites): then the peer exits with "Address already in use" and is started
-    again on another port, at most `START_ATTEMPTS` times. RuntimeError when it never gets
-    ready.
+    A peer whose port was taken before it bound it exits with "Address already in use" and
+    is started again on another port, at most `START_ATTEMPTS` times in all. RuntimeError
+    when it never gets ready.
     """
     module, health = APPS[name]
     for _ in range(START_ATTEMPTS):
@@ -123,15 +85,15 @@ def _start(
                 command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not _ready(f"http://127.0.0.1:{port}{health}"):
+        while not answers_200(f"http://127.0.0.1:{port}{health}"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         else:
             return proc, port
-        _stop(proc)
+        stop_session(proc)
         output = log_path.read_text(errors="replace")
-        if "Address already in use" not in output:
+        if PORT_TAKEN not in output:
             raise RuntimeError(f"peer {name!r} never became ready:\n{output[-3000:]}")
         logger.info("peer %r: port %d was taken, starting it on another", name, port)
     raise RuntimeError(f"peer {name!r}: no free port in {START_ATTEMPTS} attempts")
@@ -146,35 +108,44 @@ def running_app(
     log_path = log_dir / f"{APPS[name][0].rsplit('.', 1)[-1]}.log"
     proc, port = _start(name, weights, threads, log_path)
     try:
-        logger.info("peer %r ready on port %d", name, port)
+        pids = process_tree(proc.pid)
+        logger.info("peer %r ready on port %d, pids %s", name, port, pids)
         target = Target(f"http://127.0.0.1:{port}{ROUTE}", model.body, model.content_type)
-        yield PeerServer(name, target, _tree(proc.pid))
+        yield PeerServer(name, target, pids)
     finally:
-        _stop(proc)
+        stop_session(proc)
 
 
-def register_torchserve_b8(stack: Stack, model: BenchModel) -> PeerServer:
-    """Register `model`'s archive once more with TorchServe's batching (8, 5 ms); the peer.
+def register_project_archive_b8(stack: Stack, model: BenchModel) -> PeerServer:
+    """The reference row: `model`'s archive (this project's handler) registered once more in
+    the bench's TorchServe with TorchServe's batching (8, 5 ms), called directly.
 
     Raises RuntimeError when TorchServe refuses it or serves it with other settings.
     """
-    name = torchserve_b8_name(model.name)
-    stack.register_with_batching(model, name, TORCHSERVE_BATCH_SIZE, TORCHSERVE_BATCH_DELAY_MS)
+    name = project_archive_b8_name(model.name)
+    # The stock peer's batching: the two rows differ in handler and TorchServe settings only.
+    stack.register_with_batching(model, name, BATCH_SIZE, BATCH_DELAY_MS)
     java = stack.torchserve.pid
     pids = ([java] if java else []) + stack.worker_pids(name)
     target = Target(
         f"{stack.torchserve.inference_url}/predictions/{name}", model.body, model.content_type
     )
-    return PeerServer(TORCHSERVE_B8, target, pids)
+    return PeerServer(PROJECT_ARCHIVE_B8, target, pids)
 
 
 @contextlib.contextmanager
 def running_peers(
     stack: Stack, model: BenchModel, weights: Path, threads: int, log_dir: Path
 ) -> Iterator[list[PeerServer]]:
-    """Every peer serving `model` (TorchServe's registered in `stack`), ready; stopped on exit."""
+    """Every peer serving `model`, ready, then the reference row (registered in `stack`);
+    the peers' processes stopped on exit, even when one of them fails to start.
+
+    `threads`: the torch threads of every peer's model (the project's worker's count).
+    """
     with (
         running_app(FASTAPI, model, weights, threads, log_dir) as fastapi_peer,
         running_app(LITSERVE, model, weights, threads, log_dir) as litserve_peer,
+        running_stock_torchserve(model, weights, threads, log_dir) as stock,
     ):
-        yield [fastapi_peer, litserve_peer, register_torchserve_b8(stack, model)]
+        reference = register_project_archive_b8(stack, model)
+        yield [fastapi_peer, litserve_peer, stock.peer, reference]

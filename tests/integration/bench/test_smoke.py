@@ -70,12 +70,19 @@ def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> No
     assert all(row["requests_per_s"] > 0 and row["errors"] == 0 for row in pool_rows), pool_rows
 
     # The peers (bench/peers/): each served mnist28 at c1, c16 and c64 next to the project,
-    # after answering the model's own numbers (the run stops otherwise), and the ratios.
+    # after answering the model's own numbers (the run stops otherwise), and the ratios;
+    # the reference row (the project's archive on TorchServe's batching) beside them.
     assert "### Peers: the same model and body served by other stacks" in table
     peer_rows = report["peers"]["rows"]
     servers = {row["server"] for row in peer_rows}
-    assert len(servers) == 4 and any("FastAPI" in s for s in servers), servers
-    assert any("LitServe" in s for s in servers) and any("TorchServe" in s for s in servers)
+    roles = {row["server"]: row["role"] for row in peer_rows}
+    peers = {server for server, role in roles.items() if role == "peer"}
+    assert len(peers) == 3 and any("FastAPI" in s for s in peers), roles
+    assert any("LitServe" in s for s in peers) and any("stock TorchServe" in s for s in peers)
+    assert list(roles.values()).count("project") == 1, roles
+    (reference,) = [server for server, role in roles.items() if role == "reference"]
+    assert "this project's archive" in reference
+    assert all(r["best_peer"] in peers for r in report["peers"]["ratios"]), report["peers"]
     assert {(row["server"], row["concurrency"]) for row in peer_rows} == {
         (server, c) for server in servers for c in (1, 16, 64)
     }
@@ -89,3 +96,9 @@ def test_smoke_run_writes_the_report_and_stops_its_servers(tmp_path: Path) -> No
     pids = [int(pid) for pid in re.findall(r"starting \(pid (\d+)\)", run.stderr)]
     assert len(pids) == 4, run.stderr[-3000:]
     assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    # And every process of every peer (bench.peers logs them once it is ready): the stock
+    # TorchServe's `torchserve` command, JVM and worker among them.
+    started = re.findall(r"peer '([^']+)' ready on port \d+, pids \[([\d, ]+)\]", run.stderr)
+    assert {name for name, _ in started} == peers, run.stderr[-3000:]
+    peer_pids = [int(pid) for _, listed in started for pid in listed.split(", ")]
+    assert not [pid for pid in peer_pids if psutil.pid_exists(pid)]
