@@ -79,6 +79,7 @@ def create_app(
                 max_items=settings.gateway_batch_max_items,
                 max_bytes=settings.gateway_max_body_bytes,
                 slots=settings.gateway_batch_in_flight,
+                min_items=settings.gateway_batch_min_items,
                 timeout_s=settings.gateway_timeout_s,
             )
         logger.info(

@@ -6,11 +6,18 @@ machine that fixed cost, not the model, caps throughput (issue 7: the worker spe
 per 28x28 sample, the model alone 0.37 ms). TorchServe's own batching pays it per request
 and waits up to `max_batch_delay` for a batch to fill, which a lone request always pays.
 
-Here nothing waits: a prediction goes upstream at once while its model has fewer than
-`slots` requests there (GATEWAY_BATCH_IN_FLIGHT); otherwise it queues, and when a slot
-frees, everything queued (up to GATEWAY_BATCH_MAX_ITEMS items and GATEWAY_MAX_BODY_BYTES)
-goes as one envelope (`handlers.envelope`) that the handler runs as one forward pass and
-answers item by item. Light load: no added latency; heavy load: batches as large as the queue.
+A prediction to an idle model goes upstream at once. While the model has requests upstream,
+predictions queue; what is queued goes as one envelope (`handlers.envelope`, up to
+GATEWAY_BATCH_MAX_ITEMS items and GATEWAY_MAX_BODY_BYTES) that the handler runs as one
+forward pass and answers item by item, as soon as either
+- one of the model's upstream requests comes back and frees its slot, or
+- `min_items` are queued (GATEWAY_BATCH_MIN_ITEMS) and the model has fewer than `slots`
+  requests upstream (GATEWAY_BATCH_IN_FLIGHT).
+Light load: no added latency. Moderate load: a burst of clients answered together comes back
+together; without `min_items` its first arrivals would take the free slots one by one, as
+envelopes of one item that cost the frontend and the worker a whole request each while the
+rest of the burst waits behind them (mnist28 at c16, 4 interleaved rounds: 1,637 -> 1,720
+req/s with 4). Heavy load: batches as large as the queue.
 
 Only models whose handler reads envelopes (it says so on every answer, `ACCEPTS_HEADER`)
 are batched; any other model is proxied one request at a time, as without this module.
@@ -77,12 +84,14 @@ class PredictionBatcher:
         max_bytes: int,
         slots: int,
         timeout_s: float,
+        min_items: int = 1,
     ) -> None:
         self._client = client
         self._metrics = metrics
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._slots = slots
+        self._min_items = min_items
         self._timeout_s = timeout_s
         self._lanes: dict[str, _Lane] = {}
         # Paths whose last answer said the handler reads envelopes. Only real models answer
@@ -101,13 +110,15 @@ class PredictionBatcher:
         if self._max_items < 2 or path not in self._batchable:
             return await self._alone(model, path, headers, body)
         lane = self._lanes.get(path) or self._lanes.setdefault(path, _Lane())
-        if lane.in_flight < self._slots and not lane.queue:
+        if not lane.queue and (
+            lane.in_flight == 0 or (lane.in_flight < self._slots and self._min_items < 2)
+        ):
             lane.in_flight += 1
             try:
                 return await self._alone(model, path, headers, body)
             finally:
                 lane.in_flight -= 1
-                self._dispatch(path, lane)
+                self._dispatch(path, lane, freed=True)
         loop = asyncio.get_running_loop()
         waiting = _Waiting(model, headers, body, loop.create_future())
         lane.queue.append(waiting)
@@ -184,9 +195,13 @@ class PredictionBatcher:
             self._metrics.observe_upstream_batch(model, 1)
         return answer
 
-    def _dispatch(self, path: str, lane: _Lane) -> None:
-        """Send what is queued on `lane` while it has free slots."""
+    def _dispatch(self, path: str, lane: _Lane, freed: bool = False) -> None:
+        """Send what is queued on `lane` while it has free slots: at once when the model is
+        idle or a request of it just came back (`freed`), else once `min_items` are queued."""
         while lane.queue and lane.in_flight < self._slots:
+            if not freed and lane.in_flight > 0 and len(lane.queue) < self._min_items:
+                return
+            freed = False
             batch = self._take(lane.queue)
             if not batch:
                 return
@@ -227,7 +242,7 @@ class PredictionBatcher:
                 _settle(waiting, GatewayError())
         finally:
             lane.in_flight -= 1
-            self._dispatch(path, lane)
+            self._dispatch(path, lane, freed=True)
 
     async def _send_envelope(self, path: str, batch: list[_Waiting]) -> None:
         items = [envelope.Item(_content_type(w.headers), w.body) for w in batch]

@@ -76,6 +76,9 @@ class GatewaySettings(BaseSettings):
     # later ones queue and go together, up to GATEWAY_BATCH_MAX_ITEMS per request (1: off).
     gateway_batch_max_items: Annotated[int, Field(ge=1, le=1024)] = 16
     gateway_batch_in_flight: Annotated[int, Field(ge=1)] = 3
+    # While a model has requests upstream, queued predictions go early (before one of them
+    # comes back) only once this many are queued: no envelopes of one item at moderate load.
+    gateway_batch_min_items: Annotated[int, Field(ge=1, le=1024)] = 4
     # Client time limits and the connection bound, enforced by the gateway's HTTP protocol
     # (service.http_protocol; uvicorn has a setting for the keep-alive only): headers
     # complete within GATEWAY_HEADER_TIMEOUT_S of the connection's start or a request's first

@@ -280,3 +280,76 @@ async def test_a_management_call_makes_the_gateway_learn_each_handler_anew(
         release.set()
         answers = await asyncio.gather(*tasks)
     assert sorted(a.content for a in answers) == [b"echo:0", b"echo:1"]
+
+
+async def busy_model_with_queue(
+    client: httpx.AsyncClient, fake: EnvelopeTorchServe, count: int
+) -> list[asyncio.Task[httpx.Response]]:
+    """Teach the gateway that `m` reads envelopes, hold one prediction upstream, then send
+    `count` more; returns once all are in the gateway."""
+    assert (await client.post("/predictions/m", content=b"hello", headers=INF)).status_code == 200
+    held = asyncio.create_task(client.post("/predictions/m", content=b"held", headers=INF))
+    while len(fake.requests) < 2:
+        await asyncio.sleep(0.005)
+    tasks = [
+        asyncio.create_task(client.post("/predictions/m", content=f"{i}".encode(), headers=INF))
+        for i in range(count)
+    ]
+    while f"gateway_requests_in_flight {count + 1}.0" not in (await client.get("/metrics")).text:
+        await asyncio.sleep(0.005)
+    return [held, *tasks]
+
+
+async def test_a_busy_model_gets_its_queue_as_one_envelope_once_min_items_wait(
+    tmp_path: Path,
+) -> None:
+    fake = EnvelopeTorchServe()
+    free_slots = settings(tmp_path, gateway_batch_in_flight=3, gateway_batch_min_items=4)
+    async with gateway(free_slots, httpx.MockTransport(fake)) as c:
+        tasks = await busy_model_with_queue(c, fake, 3)
+        # Two slots are free, but three predictions are fewer than GATEWAY_BATCH_MIN_ITEMS.
+        assert len(fake.requests) == 2
+        tasks.append(asyncio.create_task(c.post("/predictions/m", content=b"3", headers=INF)))
+        while len(fake.requests) < 3:
+            await asyncio.sleep(0.005)
+        sent = fake.requests[2]  # while the held one is still upstream
+        assert [item.body for item in envelope.unpack_request(sent.content)] == [
+            b"0",
+            b"1",
+            b"2",
+            b"3",
+        ]
+        fake.release.set()
+        answers = await asyncio.gather(*tasks)
+    assert [a.content for a in answers] == [b"echo:held"] + [f"echo:{i}".encode() for i in range(4)]
+    assert len(fake.requests) == 3
+
+
+async def test_a_slot_coming_back_sends_what_is_queued_whatever_its_size(tmp_path: Path) -> None:
+    fake = EnvelopeTorchServe()
+    free_slots = settings(tmp_path, gateway_batch_in_flight=3, gateway_batch_min_items=4)
+    async with gateway(free_slots, httpx.MockTransport(fake)) as c:
+        tasks = await busy_model_with_queue(c, fake, 2)
+        assert len(fake.requests) == 2
+        fake.release.set()  # the held request comes back: its slot frees
+        answers = await asyncio.gather(*tasks)
+    assert [a.content for a in answers] == [b"echo:held", b"echo:0", b"echo:1"]
+    (sent,) = fake.requests[2:]
+    assert [item.body for item in envelope.unpack_request(sent.content)] == [b"0", b"1"]
+
+
+async def test_with_min_items_1_a_free_slot_takes_each_prediction_at_once(tmp_path: Path) -> None:
+    fake = EnvelopeTorchServe()
+    free_slots = settings(tmp_path, gateway_batch_in_flight=3, gateway_batch_min_items=1)
+    async with gateway(free_slots, httpx.MockTransport(fake)) as c:
+        assert (await c.post("/predictions/m", content=b"hello", headers=INF)).status_code == 200
+        held = asyncio.create_task(c.post("/predictions/m", content=b"held", headers=INF))
+        while len(fake.requests) < 2:
+            await asyncio.sleep(0.005)
+        # Each goes alone into a free slot, and is answered while the held one is upstream.
+        others = [await c.post("/predictions/m", content=b, headers=INF) for b in (b"0", b"1")]
+        assert not held.done()
+        fake.release.set()
+        assert (await held).content == b"echo:held"
+    assert [a.content for a in others] == [b"echo:0", b"echo:1"]
+    assert [r.content for r in fake.requests[2:]] == [b"0", b"1"]
