@@ -188,27 +188,7 @@ class Stack:
         model-config.yaml in TorchServe 0.12; raises RuntimeError when TorchServe refuses the
         registration or serves it with another batch size or delay.
         """
-        with httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client:
-            answer = client.post(
-                f"{self.torchserve.management_url}/models",
-                params={
-                    "url": f"{model.name}.mar",
-                    "model_name": name,
-                    "batch_size": str(batch_size),
-                    "max_batch_delay": str(delay_ms),
-                    "initial_workers": "1",
-                    "synchronous": "true",
-                },
-            )
-        if answer.status_code != 200:
-            raise RuntimeError(f"registering {name}: {answer.status_code} {answer.text}")
-        described = self.describe(name)
-        served = (described.get("batchSize"), described.get("maxBatchDelay"))
-        if served != (batch_size, delay_ms):
-            raise RuntimeError(
-                f"{name} is served at batch {served[0]}, {served[1]} ms, not "
-                f"{batch_size}, {delay_ms} ms: the register parameters were ignored"
-            )
+        register_batched(self.torchserve.management_url, model.name, name, batch_size, delay_ms)
 
     def upstream_totals(self) -> dict[str, tuple[float, float]]:
         """Per model, (predictions, requests) the gateway has sent TorchServe so far, from its
@@ -295,6 +275,42 @@ class Stack:
         java = self.torchserve.pid
         pids = [pid for pid in (self.gateway.pid, java) if pid]
         return pids + (python_children(java) if java else [])
+
+
+def register_batched(
+    management_url: str, archive: str, name: str, batch_size: int, delay_ms: int
+) -> dict[str, object]:
+    """Register `<archive>.mar` as `name` at TorchServe batch `batch_size` with `delay_ms` of
+    delay, one worker, synchronously; TorchServe's description of it.
+
+    Explicit register parameters override an archive's model-config.yaml in TorchServe 0.12.
+    Raises RuntimeError when TorchServe refuses the registration or serves it with another
+    batch size or delay.
+    """
+    with httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client:
+        answer = client.post(
+            f"{management_url}/models",
+            params={
+                "url": f"{archive}.mar",
+                "model_name": name,
+                "batch_size": str(batch_size),
+                "max_batch_delay": str(delay_ms),
+                "initial_workers": "1",
+                "synchronous": "true",
+            },
+        )
+        if answer.status_code != 200:
+            raise RuntimeError(f"registering {name}: {answer.status_code} {answer.text}")
+        described = client.get(f"{management_url}/models/{name}")
+        described.raise_for_status()
+    model: dict[str, object] = described.json()[0]
+    served = (model.get("batchSize"), model.get("maxBatchDelay"))
+    if served != (batch_size, delay_ms):
+        raise RuntimeError(
+            f"{name} is served at batch {served[0]}, {served[1]} ms, not "
+            f"{batch_size}, {delay_ms} ms: the register parameters were ignored"
+        )
+    return model
 
 
 def steady_rss(pids: tuple[int, ...]) -> int:

@@ -44,7 +44,7 @@ from bench.peers.running import (
     stop_session,
     wait_gone,
 )
-from bench.stack import REGISTER_TIMEOUT_S, BenchModel
+from bench.stack import BenchModel, register_batched
 from launcher.process import read_tail
 from launcher.torchserve import java_home
 from tests.support.ports import free_ports
@@ -281,30 +281,10 @@ def register(management_url: str, name: str, paths: StockPaths) -> dict[str, obj
 
     RuntimeError when TorchServe refuses it or describes other batch settings.
     """
-    with httpx.Client(trust_env=False, timeout=REGISTER_TIMEOUT_S) as client:
-        answer = client.post(
-            f"{management_url}/models",
-            params={
-                "url": f"{name}.mar",
-                "model_name": name,
-                "batch_size": str(BATCH_SIZE),
-                "max_batch_delay": str(BATCH_DELAY_MS),
-                "initial_workers": "1",
-                "synchronous": "true",
-            },
-        )
-        if answer.status_code != 200:
-            tail = read_tail(_logs(paths))
-            raise RuntimeError(
-                f"{NAME}: registering {name}: {answer.status_code} {answer.text}\n{tail}"
-            )
-        described = client.get(f"{management_url}/models/{name}")
-        described.raise_for_status()
-    model: dict[str, object] = described.json()[0]
-    served = (model.get("batchSize"), model.get("maxBatchDelay"))
-    if served != (BATCH_SIZE, BATCH_DELAY_MS):
-        raise RuntimeError(f"{NAME}: {name} is served at batch {served[0]}, {served[1]} ms")
-    return model
+    try:
+        return register_batched(management_url, name, name, BATCH_SIZE, BATCH_DELAY_MS)
+    except (RuntimeError, httpx.HTTPError) as error:
+        raise RuntimeError(f"{NAME}: {error}\n{read_tail(_logs(paths))}") from error
 
 
 @contextlib.contextmanager
