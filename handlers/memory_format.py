@@ -4,7 +4,8 @@ A convolution on the CPU runs through oneDNN, whose kernels want channels-last d
 the default NCHW layout, every call reorders its input and weights first. With
 ``memory_format = "channels_last"`` the handler converts the model's 4-D weights once, at load,
 and each batch's 4-D floating-point inputs before the call. On the benchmark's 28x28 CNN
-(one torch thread, batches of 8) a forward pass took 278 us per sample instead of 526.
+(one torch thread, batches of 8) a forward pass took 251 us per sample instead of 574
+(`python -m bench.layouts`).
 
 It is a per-model choice, off by default: not every model gains (one without convolutions
 gains nothing), and a model that calls ``.view()`` on a convolution's output fails on

@@ -70,10 +70,11 @@ class GatewaySettings(BaseSettings):
     # The upstream connection pool's size.
     gateway_upstream_connections: Annotated[int, Field(gt=0)] = 100
     gateway_upstream_transport: UpstreamTransport = UpstreamTransport.AIOHTTP
-    # Batching in the gateway (service.batching): predictions for a model go upstream at
-    # once while it has fewer than GATEWAY_BATCH_IN_FLIGHT requests there (one running, two
-    # queued that TorchServe hands the worker together: archives run batch 2, delay 0);
-    # later ones queue and go together, up to GATEWAY_BATCH_MAX_ITEMS per request (1: off).
+    # Batching in the gateway (service.batching): a prediction for an idle model goes
+    # upstream at once; while the model has requests there (at most GATEWAY_BATCH_IN_FLIGHT:
+    # one running, two queued that TorchServe hands the worker together, as archives run
+    # batch 2, delay 0), predictions queue and go together, up to GATEWAY_BATCH_MAX_ITEMS
+    # per request (1: off).
     gateway_batch_max_items: Annotated[int, Field(ge=1, le=1024)] = 16
     gateway_batch_in_flight: Annotated[int, Field(ge=1)] = 3
     # While a model has requests upstream, queued predictions go early (before one of them
